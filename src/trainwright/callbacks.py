@@ -1,0 +1,362 @@
+"""Callbacks with transformers' event names, arguments and TrainerControl flags.
+
+A callback written for ``transformers.Trainer`` runs here unchanged: every event is called as
+``callback.on_<event>(args, state, control, **kwargs)`` where kwargs holds ``model``,
+``processing_class`` (and its old name ``tokenizer``), ``optimizer``, ``lr_scheduler``,
+``train_dataloader``, ``eval_dataloader`` and, for some events, ``metrics`` or ``logs``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .state import TrainerState
+
+
+@dataclass
+class TrainerControl:
+    should_training_stop: bool = False
+    should_epoch_stop: bool = False
+    should_save: bool = False
+    should_evaluate: bool = False
+    should_log: bool = False
+
+    def _new_training(self):
+        self.should_training_stop = False
+
+    def _new_epoch(self):
+        self.should_epoch_stop = False
+
+    def _new_step(self):
+        self.should_save = False
+        self.should_evaluate = False
+        self.should_log = False
+
+    def state(self) -> dict:
+        return {"args": dataclasses.asdict(self), "attributes": {}}
+
+
+class ExportableState:
+    """Callbacks that keep state across a resume implement ``state()`` returning
+    ``{"args": ..., "attributes": ...}`` (JSON-serialisable), as in transformers."""
+
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state):
+        instance = cls(**state["args"])
+        for k, v in state["attributes"].items():
+            setattr(instance, k, v)
+        return instance
+
+
+class TrainerCallback:
+    def on_init_end(self, args, state, control, **kwargs): pass
+    def on_train_begin(self, args, state, control, **kwargs): pass
+    def on_train_end(self, args, state, control, **kwargs): pass
+    def on_epoch_begin(self, args, state, control, **kwargs): pass
+    def on_epoch_end(self, args, state, control, **kwargs): pass
+    def on_step_begin(self, args, state, control, **kwargs): pass
+    def on_pre_optimizer_step(self, args, state, control, **kwargs): pass
+    def on_optimizer_step(self, args, state, control, **kwargs): pass
+    def on_substep_end(self, args, state, control, **kwargs): pass
+    def on_step_end(self, args, state, control, **kwargs): pass
+    def on_evaluate(self, args, state, control, **kwargs): pass
+    def on_predict(self, args, state, control, metrics, **kwargs): pass
+    def on_save(self, args, state, control, **kwargs): pass
+    def on_log(self, args, state, control, logs=None, **kwargs): pass
+    def on_prediction_step(self, args, state, control, **kwargs): pass
+
+
+class CallbackHandler(TrainerCallback):
+    """Calls every callback in order; a callback may return a TrainerControl to replace the flags."""
+
+    def __init__(self, callbacks, model, processing_class, optimizer, lr_scheduler):
+        self.callbacks: list[TrainerCallback] = []
+        for cb in callbacks:
+            self.add_callback(cb)
+        self.model = model
+        self.processing_class = processing_class
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.train_dataloader = None
+        self.eval_dataloader = None
+
+    def add_callback(self, callback):
+        cb = callback() if isinstance(callback, type) else callback
+        cb_class = callback if isinstance(callback, type) else callback.__class__
+        if any(isinstance(c, cb_class) for c in self.callbacks) and cb_class in (
+            DefaultFlowCallback, ProgressCallback, PrinterCallback
+        ):
+            return
+        self.callbacks.append(cb)
+
+    def pop_callback(self, callback):
+        if isinstance(callback, type):
+            for cb in self.callbacks:
+                if isinstance(cb, callback):
+                    self.callbacks.remove(cb)
+                    return cb
+        else:
+            for cb in self.callbacks:
+                if cb == callback:
+                    self.callbacks.remove(cb)
+                    return cb
+        return None
+
+    def remove_callback(self, callback):
+        self.pop_callback(callback)
+
+    @property
+    def callback_list(self) -> str:
+        return "\n".join(cb.__class__.__name__ for cb in self.callbacks)
+
+    def call_event(self, event: str, args, state, control, **kwargs):
+        for callback in self.callbacks:
+            result = getattr(callback, event)(
+                args, state, control,
+                model=self.model,
+                processing_class=self.processing_class,
+                tokenizer=self.processing_class,
+                optimizer=self.optimizer,
+                lr_scheduler=self.lr_scheduler,
+                train_dataloader=self.train_dataloader,
+                eval_dataloader=self.eval_dataloader,
+                **kwargs,
+            )
+            if result is not None:
+                control = result
+        return control
+
+    def on_init_end(self, args, state, control):
+        return self.call_event("on_init_end", args, state, control)
+
+    def on_train_begin(self, args, state, control):
+        control.should_training_stop = False
+        return self.call_event("on_train_begin", args, state, control)
+
+    def on_train_end(self, args, state, control):
+        return self.call_event("on_train_end", args, state, control)
+
+    def on_epoch_begin(self, args, state, control):
+        control.should_epoch_stop = False
+        return self.call_event("on_epoch_begin", args, state, control)
+
+    def on_epoch_end(self, args, state, control):
+        return self.call_event("on_epoch_end", args, state, control)
+
+    def on_step_begin(self, args, state, control):
+        control.should_log = False
+        control.should_evaluate = False
+        control.should_save = False
+        return self.call_event("on_step_begin", args, state, control)
+
+    def on_pre_optimizer_step(self, args, state, control):
+        return self.call_event("on_pre_optimizer_step", args, state, control)
+
+    def on_optimizer_step(self, args, state, control):
+        return self.call_event("on_optimizer_step", args, state, control)
+
+    def on_substep_end(self, args, state, control):
+        return self.call_event("on_substep_end", args, state, control)
+
+    def on_step_end(self, args, state, control):
+        return self.call_event("on_step_end", args, state, control)
+
+    def on_evaluate(self, args, state, control, metrics):
+        control.should_evaluate = False
+        return self.call_event("on_evaluate", args, state, control, metrics=metrics)
+
+    def on_predict(self, args, state, control, metrics):
+        return self.call_event("on_predict", args, state, control, metrics=metrics)
+
+    def on_save(self, args, state, control):
+        control.should_save = False
+        return self.call_event("on_save", args, state, control)
+
+    def on_log(self, args, state, control, logs):
+        control.should_log = False
+        return self.call_event("on_log", args, state, control, logs=logs)
+
+    def on_prediction_step(self, args, state, control):
+        return self.call_event("on_prediction_step", args, state, control)
+
+
+def _interval_hit(step: int, interval: int) -> bool:
+    return interval > 0 and step % interval == 0
+
+
+class DefaultFlowCallback(TrainerCallback):
+    """Sets should_log / should_evaluate / should_save from the *_strategy arguments (as in HF)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1 and args.logging_first_step:
+            control.should_log = True
+        if args.logging_strategy == "steps" and _interval_hit(state.global_step, int(state.logging_steps)):
+            control.should_log = True
+        if args.eval_strategy == "steps" and _interval_hit(state.global_step, int(state.eval_steps)) \
+                and args.eval_delay <= state.global_step:
+            control.should_evaluate = True
+        if args.save_strategy == "steps" and _interval_hit(state.global_step, int(state.save_steps)):
+            control.should_save = True
+        if state.global_step >= state.max_steps:
+            control.should_training_stop = True
+            if args.save_strategy != "no":
+                control.should_save = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if args.logging_strategy == "epoch":
+            control.should_log = True
+        if args.eval_strategy == "epoch" and args.eval_delay <= (state.epoch or 0):
+            control.should_evaluate = True
+        if args.save_strategy == "epoch":
+            control.should_save = True
+        return control
+
+
+class ProgressCallback(TrainerCallback):
+    """A tqdm progress bar showing the current loss; prints the eval table rows via the trainer."""
+
+    def __init__(self):
+        self.training_bar = None
+        self.prediction_bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step,
+                                     dynamic_ncols=True, file=sys.stderr, desc="train")
+        self.current_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            self.training_bar.update(state.global_step - self.current_step)
+            self.current_step = state.global_step
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and eval_dataloader is not None and _has_len(eval_dataloader):
+            if self.prediction_bar is None:
+                from tqdm.auto import tqdm
+                self.prediction_bar = tqdm(total=len(eval_dataloader), leave=self.training_bar is None,
+                                           dynamic_ncols=True, file=sys.stderr, desc="eval")
+            self.prediction_bar.update(1)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._close_prediction_bar()
+
+    def on_predict(self, args, state, control, **kwargs):
+        self._close_prediction_bar()
+
+    def _close_prediction_bar(self):
+        if self.prediction_bar is not None:
+            self.prediction_bar.close()
+        self.prediction_bar = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_training_loss = logs["loss"]
+        if logs and state.is_world_process_zero and any(k.endswith("_runtime") and k != "train_runtime" for k in logs):
+            self._print_eval_row(state, logs)
+        if self.training_bar is not None and logs and "loss" in logs:
+            postfix = {"loss": f"{logs['loss']:.4f}"}
+            if "learning_rate" in logs:
+                postfix["lr"] = f"{logs['learning_rate']:.2e}"
+            self.training_bar.set_postfix(postfix, refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            self.training_bar.close()
+            self.training_bar = None
+
+    def _print_eval_row(self, state, logs):
+        """One row of an aligned table per evaluation: epoch, step, training loss, validation loss, metrics."""
+        from tqdm.auto import tqdm
+        prefix = next(k[:-len("_runtime")] for k in logs if k.endswith("_runtime"))
+        metrics = {k[len(prefix) + 1:]: v for k, v in logs.items() if k.startswith(prefix + "_")
+                   and not k.endswith(("_runtime", "_per_second")) and k != f"{prefix}_loss"}
+        row = {"Epoch": f"{state.epoch:.2f}" if state.epoch is not None else "-",
+               "Step": str(state.global_step),
+               "Training Loss": f"{self.last_training_loss:.4f}" if getattr(self, "last_training_loss", None) is not None else "-",
+               "Validation Loss": f"{logs[prefix + '_loss']:.4f}" if prefix + "_loss" in logs else "-"}
+        for k, v in metrics.items():
+            row[k.replace("_", " ").title()] = f"{v:.4f}" if isinstance(v, float) else str(v)
+        columns = list(row)
+        if getattr(self, "_table_columns", None) != columns:
+            self._table_columns = columns
+            self._widths = [max(len(c), 10) for c in columns]
+            tqdm.write("  ".join(c.rjust(w) for c, w in zip(columns, self._widths)), file=sys.stdout)
+        tqdm.write("  ".join(row[c].rjust(w) for c, w in zip(columns, self._widths)), file=sys.stdout)
+
+
+def _has_len(obj) -> bool:
+    try:
+        len(obj)
+        return True
+    except TypeError:
+        return False
+
+
+class PrinterCallback(TrainerCallback):
+    """Used instead of the progress bar when disable_tqdm=True: prints each log dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        _ = logs.pop("total_flos", None) if logs else None
+        if state.is_local_process_zero and logs:
+            print(logs)
+
+
+class EarlyStoppingCallback(TrainerCallback, ExportableState):
+    """Stops training when metric_for_best_model has not improved for ``early_stopping_patience``
+    evaluations (an improvement must exceed ``early_stopping_threshold``). Its counter is saved in
+    checkpoints, so a resumed run keeps counting."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+        self.early_stopping_patience = early_stopping_patience
+        self.early_stopping_threshold = early_stopping_threshold
+        self.early_stopping_patience_counter = 0
+
+    def check_metric_value(self, args, state, control, metric_value):
+        operator = (lambda a, b: a > b) if args.greater_is_better else (lambda a, b: a < b)
+        if state.best_metric is None or (
+            operator(metric_value, state.best_metric)
+            and abs(metric_value - state.best_metric) > self.early_stopping_threshold
+        ):
+            self.early_stopping_patience_counter = 0
+        else:
+            self.early_stopping_patience_counter += 1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.load_best_model_at_end and args.metric_for_best_model is None:
+            from .errors import ConfigError
+            raise ConfigError(
+                "EarlyStoppingCallback needs a metric to watch: set metric_for_best_model "
+                "(e.g. metric_for_best_model='eval_loss') or load_best_model_at_end=True."
+            )
+        if args.eval_strategy == "no":
+            from .errors import ConfigError
+            raise ConfigError("EarlyStoppingCallback needs evaluations: set eval_strategy='steps' or 'epoch'.")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metric_to_check = args.metric_for_best_model or "loss"
+        if not metric_to_check.startswith("eval_"):
+            metric_to_check = f"eval_{metric_to_check}"
+        metric_value = (metrics or {}).get(metric_to_check)
+        if metric_value is None or (isinstance(metric_value, float) and math.isnan(metric_value)):
+            return
+        self.check_metric_value(args, state, control, metric_value)
+        if self.early_stopping_patience_counter >= self.early_stopping_patience:
+            control.should_training_stop = True
+
+    def state(self) -> dict:
+        return {
+            "args": {
+                "early_stopping_patience": self.early_stopping_patience,
+                "early_stopping_threshold": self.early_stopping_threshold,
+            },
+            "attributes": {"early_stopping_patience_counter": self.early_stopping_patience_counter},
+        }

@@ -1,0 +1,123 @@
+"""Column handling: which dataset columns the model takes, label renaming, and clear data errors."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import DataError
+
+LABEL_ALIASES = ("label", "label_ids")
+MODEL_INPUTS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
+
+
+def model_signature_columns(model, label_names: list[str]) -> list[str]:
+    forward = getattr(model, "forward", None)
+    params = inspect.signature(forward).parameters if forward is not None else {}
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return list(dict.fromkeys(names + list(LABEL_ALIASES) + list(label_names)))
+
+
+def default_label_names(model) -> list[str]:
+    forward = getattr(model, "forward", None)
+    params = inspect.signature(forward).parameters if forward is not None else {}
+    if "start_positions" in params and "end_positions" in params:
+        return ["start_positions", "end_positions"]
+    return ["labels"]
+
+
+def dataset_columns(dataset) -> list[str] | None:
+    """Column names of a datasets.Dataset, a list of dicts or a map-style dataset of dicts."""
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):
+        return names
+    if isinstance(names, dict):  # DatasetDict
+        return None
+    try:
+        first = dataset[0]
+    except Exception:
+        return None
+    return list(first.keys()) if isinstance(first, Mapping) else None
+
+
+def first_row(dataset) -> Any:
+    try:
+        return dataset[0]
+    except Exception:
+        return None
+
+
+def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool, description: str):
+    """Returns (dataset, columns_to_keep or None). datasets.Dataset gets label→labels and unused
+    columns dropped in place (cheap, lazy); other datasets get a collator-side filter instead."""
+    if _is_dataset_dict(dataset):
+        raise DataError(f"{description} is a DatasetDict with splits {list(dataset.keys())}: pass one split, "
+                        f"e.g. {description}=tokenized_datasets['train'].")
+    columns = dataset_columns(dataset)
+    if columns is None:
+        return dataset, None
+    _check_not_empty(dataset, description)
+    signature = model_signature_columns(model, label_names)
+    has_model_input = any(c in columns for c in MODEL_INPUTS)
+    if not has_model_input:
+        text = [c for c in columns if isinstance((first_row(dataset) or {}).get(c), str)]
+        if text:
+            raise DataError(
+                f"{description} has no tokenized input (no 'input_ids' column); its column {text[0]!r} holds raw text. "
+                f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], truncation=True), "
+                f"batched=True).")
+    if not remove_unused:
+        return _rename_label(dataset, columns), None
+    keep = [c for c in columns if c in signature]
+    dropped = [c for c in columns if c not in signature]
+    if not [c for c in keep if c not in LABEL_ALIASES and c not in label_names]:
+        raise DataError(
+            f"{description} has columns {columns}, none of which the model's forward() takes "
+            f"({', '.join(p for p in signature if p not in LABEL_ALIASES)}). Tokenize the text "
+            f"(dataset.map(tokenizer_fn, batched=True)) or set remove_unused_columns=False.")
+    if hasattr(dataset, "remove_columns") and hasattr(dataset, "rename_column"):
+        if dropped:
+            dataset = dataset.remove_columns(dropped)
+        return _rename_label(dataset, dataset.column_names), None
+    return dataset, set(keep) | {"labels"}
+
+
+def dropped_columns(dataset, model, label_names) -> list[str]:
+    columns = dataset_columns(dataset) or []
+    signature = model_signature_columns(model, label_names)
+    return [c for c in columns if c not in signature]
+
+
+def _rename_label(dataset, columns):
+    if hasattr(dataset, "rename_column") and "labels" not in columns:
+        for alias in LABEL_ALIASES:
+            if alias in columns:
+                return dataset.rename_column(alias, "labels")
+    return dataset
+
+
+def _check_not_empty(dataset, description):
+    try:
+        n = len(dataset)
+    except TypeError:
+        return
+    if n == 0:
+        raise DataError(f"{description} is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
+
+
+def _is_dataset_dict(dataset) -> bool:
+    return type(dataset).__name__ in ("DatasetDict", "IterableDatasetDict")
+
+
+def is_iterable_dataset(dataset) -> bool:
+    import torch.utils.data
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return True
+    return type(dataset).__name__ == "IterableDataset"
+
+
+def has_length(dataset) -> bool:
+    try:
+        return len(dataset) is not None
+    except (TypeError, NotImplementedError):
+        return False

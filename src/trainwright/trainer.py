@@ -1,0 +1,1141 @@
+"""The Trainer: train → epoch → step, evaluate, predict. Reads top to bottom; each piece a user may
+want to change is a method to override (compute_loss, training_step, prediction_step,
+create_optimizer, create_scheduler, get_train_dataloader, get_eval_dataloader, ...).
+
+Distributed and precision policy live in ``Distributed`` and ``Precision``; checkpoints in
+``checkpoint``; collation and sampling in ``data``. The hot loop never waits for the device: the
+running loss, the gradient norm and the non-finite-step counters stay on the device and are read
+only when logging.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .args import TrainingArguments
+from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
+                        ProgressCallback, TrainerCallback, TrainerControl)
+from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
+from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
+                           prepare_columns)
+from .data.samplers import EvalBatchSampler, ResumableBatchSampler
+from .distributed import Distributed, unwrap_model
+from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
+from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
+from .precision import Precision
+from .state import TrainerState
+
+logger = logging.getLogger("trainwright")
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12}
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Callable | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        model_init: Callable | None = None,
+        compute_loss_func: Callable | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        optimizer_cls_and_kwargs: tuple | None = None,
+        preprocess_logits_for_metrics: Callable | None = None,
+        **kwargs,
+    ):
+        if "tokenizer" in kwargs:
+            tokenizer = kwargs.pop("tokenizer")
+            if processing_class is not None and tokenizer is not None and tokenizer is not processing_class:
+                raise ConfigError("Both tokenizer= and processing_class= were given; keep only processing_class=.")
+            processing_class = processing_class or tokenizer
+            warnings.warn("Trainer(tokenizer=...) is deprecated: use processing_class=... instead.",
+                          FutureWarning, stacklevel=2)
+        if kwargs:
+            name = next(iter(kwargs))
+            raise ConfigError(f"Trainer() got an unexpected argument {name!r}. Valid arguments: model, args, "
+                              "data_collator, train_dataset, eval_dataset, processing_class (or tokenizer), "
+                              "model_init, compute_loss_func, compute_metrics, callbacks, optimizers, "
+                              "optimizer_cls_and_kwargs, preprocess_logits_for_metrics.")
+        if args is None:
+            args = TrainingArguments(output_dir="trainer_output")
+        elif not isinstance(args, TrainingArguments):
+            raise ConfigError(f"args must be a trainwright.TrainingArguments, got {type(args).__name__}. "
+                              "Build it with `from trainwright import TrainingArguments`.")
+        self.args = args
+        set_seed(args.seed, deterministic=args.full_determinism)
+
+        self.device = args.device
+        self.dist = Distributed(args, self.device)
+        self.precision = Precision(args, self.device)
+
+        self.model_init = model_init
+        if model is None:
+            if model_init is None:
+                raise ConfigError("Trainer needs a model: pass model=... or model_init=<function returning a model>.")
+            model = self.call_model_init()
+        elif model_init is not None:
+            warnings.warn("Both model and model_init were given; model_init re-creates the model at train().")
+        if not isinstance(model, torch.nn.Module):
+            raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.model = model.to(self.device)
+        self.model_wrapped = self.model
+
+        self.processing_class = processing_class
+        self._user_collator = data_collator is not None
+        if data_collator is None:
+            data_collator = DataCollatorWithPadding(processing_class) if _is_tokenizer(processing_class) \
+                else default_data_collator
+        self.data_collator = data_collator
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.compute_metrics = compute_metrics
+        self.compute_loss_func = compute_loss_func
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
+            raise ConfigError("Pass either optimizers=(optimizer, scheduler) or optimizer_cls_and_kwargs, not both.")
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self.label_names = args.label_names or default_label_names(unwrap_model(self.model))
+        self._dropped_logged: set[str] = set()
+
+        self._validate_datasets()
+
+        from .loggers import MetricsJsonlCallback, get_reporting_callbacks
+        default_callbacks = [DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(args.report_to)
+        default_callbacks.append(PrinterCallback if args.disable_tqdm else ProgressCallback)
+        self.callback_handler = CallbackHandler(default_callbacks + list(callbacks or []), self.model,
+                                                self.processing_class, self.optimizer, self.lr_scheduler)
+        self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
+                                  is_world_process_zero=self.dist.is_main_process)
+        self.control = TrainerControl()
+        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        self._signal_received: int | None = None
+
+    # ================================================================== set-up helpers
+    def call_model_init(self, trial=None):
+        import inspect
+        n_params = len(inspect.signature(self.model_init).parameters)
+        model = self.model_init(trial) if n_params == 1 else self.model_init()
+        if model is None:
+            raise ConfigError("model_init returned None: it must return a torch.nn.Module.")
+        return model
+
+    def add_callback(self, callback):
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback):
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback):
+        self.callback_handler.remove_callback(callback)
+
+    @property
+    def tokenizer(self):
+        return self.processing_class
+
+    def _validate_datasets(self):
+        args = self.args
+        if args.eval_strategy != "no" and self.eval_dataset is None:
+            raise ConfigError(f"eval_strategy={args.eval_strategy!r} needs an eval_dataset: pass "
+                              "Trainer(eval_dataset=...) or set eval_strategy='no'.")
+        if args.load_best_model_at_end and self.eval_dataset is None:
+            raise ConfigError("load_best_model_at_end=True needs an eval_dataset to pick the best model.")
+        if args.eval_on_start and self.eval_dataset is None:
+            raise ConfigError("eval_on_start=True needs an eval_dataset.")
+        if self.train_dataset is not None:
+            if is_iterable_dataset(self.train_dataset) or not has_length(self.train_dataset):
+                if args.max_steps <= 0:
+                    raise ConfigError("train_dataset has no length (an IterableDataset), so the number of steps "
+                                      "is unknown: set max_steps=<number of optimizer steps> in TrainingArguments.")
+            else:
+                self.train_dataset, _ = prepare_columns(self.train_dataset, unwrap_model(self.model),
+                                                        self.label_names, False, "train_dataset")
+        eval_sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval": self.eval_dataset}
+        for name, ds in eval_sets.items():
+            if ds is not None and has_length(ds) and len(ds) == 0:
+                raise DataError(f"eval_dataset {name!r} is empty (0 rows). Pass a non-empty evaluation split.")
+
+    # ================================================================== data
+    def _remove_unused(self, dataset, description: str):
+        if dataset is None or is_iterable_dataset(dataset):
+            return dataset, self.data_collator
+        model = unwrap_model(self.model)
+        if self.args.remove_unused_columns:
+            dropped = dropped_columns(dataset, model, self.label_names)
+            key = f"{description}:{','.join(dropped)}"
+            if dropped and key not in self._dropped_logged and self.dist.is_main_process:
+                self._dropped_logged.add(key)
+                logger.info("The following columns in %s are not used by %s.forward and were removed: %s",
+                            description, type(model).__name__, ", ".join(dropped))
+        dataset, keep = prepare_columns(dataset, model, self.label_names, self.args.remove_unused_columns, description)
+        collator = RemoveColumnsCollator(self.data_collator, keep) if keep else self.data_collator
+        return dataset, collator
+
+    def _dataloader_kwargs(self) -> dict:
+        args = self.args
+        kwargs = {"num_workers": args.dataloader_num_workers,
+                  "pin_memory": args.dataloader_pin_memory and self.device.type == "cuda"}
+        if args.dataloader_num_workers > 0:
+            kwargs["persistent_workers"] = args.dataloader_persistent_workers
+            if args.dataloader_prefetch_factor is not None:
+                kwargs["prefetch_factor"] = args.dataloader_prefetch_factor
+            if args.dataloader_multiprocessing_context is not None:
+                kwargs["multiprocessing_context"] = args.dataloader_multiprocessing_context
+        return kwargs
+
+    def _train_lengths(self, dataset) -> list[int] | None:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return None
+        columns = getattr(dataset, "column_names", None) or []
+        if self.args.length_column_name in columns:
+            return list(dataset[self.args.length_column_name])
+        if "input_ids" in columns:
+            return [len(x) for x in dataset["input_ids"]]
+        return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        if self.train_dataset is None:
+            raise ConfigError("Trainer.train() needs a train_dataset: pass Trainer(train_dataset=...).")
+        args = self.args
+        dataset, collator = self._remove_unused(self.train_dataset, "train_dataset")
+        generator = torch.Generator()
+        generator.manual_seed(args.data_seed if args.data_seed is not None else args.seed)
+        if is_iterable_dataset(dataset):
+            return torch.utils.data.DataLoader(dataset, batch_size=args.per_device_train_batch_size,
+                                               collate_fn=collator, drop_last=args.dataloader_drop_last,
+                                               generator=generator, **self._dataloader_kwargs())
+        sampler = ResumableBatchSampler(
+            len(dataset), args.per_device_train_batch_size,
+            shuffle=args.train_sampling_strategy != "sequential",
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            drop_last=args.dataloader_drop_last, world_size=self.dist.world_size, rank=self.dist.rank,
+            lengths=self._train_lengths(dataset),
+            group_by_length=args.train_sampling_strategy == "group_by_length")
+        if len(sampler) == 0:
+            raise DataError(f"train_dataset has {len(dataset)} rows, fewer than one batch of "
+                            f"{args.per_device_train_batch_size * self.dist.world_size} with dataloader_drop_last=True: "
+                            "lower per_device_train_batch_size or set dataloader_drop_last=False.")
+        # our own generator: creating an iterator must not consume the global RNG (exact resume)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                                           generator=generator, **self._dataloader_kwargs())
+
+    def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        if eval_dataset is None:
+            eval_dataset = self.eval_dataset
+        if eval_dataset is None:
+            raise ConfigError("evaluate() needs an eval_dataset: pass Trainer(eval_dataset=...) or evaluate(eval_dataset).")
+        return self._prediction_dataloader(eval_dataset, "eval_dataset")
+
+    def get_test_dataloader(self, test_dataset) -> torch.utils.data.DataLoader:
+        return self._prediction_dataloader(test_dataset, "test_dataset")
+
+    def _prediction_dataloader(self, dataset, description):
+        dataset, collator = self._remove_unused(dataset, description)
+        kwargs = self._dataloader_kwargs()
+        if is_iterable_dataset(dataset):
+            return torch.utils.data.DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
+                                               collate_fn=collator, **kwargs)
+        if len(dataset) == 0:
+            raise DataError(f"{description} is empty (0 rows).")
+        sampler = EvalBatchSampler(len(dataset), self.args.per_device_eval_batch_size,
+                                   self.dist.world_size, self.dist.rank)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, **kwargs)
+
+    # ================================================================== optimizer and schedule
+    def create_optimizer(self):
+        if self.optimizer is None:
+            model = unwrap_model(self.model)
+            if self.optimizer_cls_and_kwargs is not None:
+                from .optim import decay_parameter_names
+                cls, kwargs = self.optimizer_cls_and_kwargs
+                decay = decay_parameter_names(model)
+                params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+                groups = [{"params": [p for n, p in params if n in decay], "weight_decay": self.args.weight_decay},
+                          {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0}]
+                self.optimizer = cls([g for g in groups if g["params"]], **kwargs)
+            else:
+                from .optim import create_optimizer
+                self.optimizer = create_optimizer(model, self.args, self.device)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            from .optim import create_scheduler
+            self.lr_scheduler = create_scheduler(
+                self.args.lr_scheduler_type, optimizer or self.optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps, kwargs=self.args.lr_scheduler_kwargs)
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int):
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps, optimizer=self.optimizer)
+
+    # ================================================================== train
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs):
+        if kwargs:
+            raise ConfigError(f"train() got unexpected arguments {sorted(kwargs)}; it takes "
+                              "resume_from_checkpoint, trial and ignore_keys_for_eval.")
+        args = self.args
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = args.resume_from_checkpoint
+        if resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        if resume_from_checkpoint is True:
+            from .checkpoint import latest_checkpoint
+            resume_from_checkpoint = latest_checkpoint(args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(f"resume_from_checkpoint=True but {args.output_dir!r} holds no complete "
+                                      "checkpoint-<step> directory. Train from scratch (drop the argument) or point "
+                                      "resume_from_checkpoint at a checkpoint directory.")
+        self._check_output_dir()
+        if self.model_init is not None and self.optimizer is None:
+            set_seed(args.seed, deterministic=args.full_determinism)
+            self.model = self.call_model_init(trial).to(self.device)
+            self.callback_handler.model = self.model
+            self.lr_scheduler = None
+
+        train_dataloader = self.get_train_dataloader()
+        sampler = train_dataloader.batch_sampler if isinstance(train_dataloader.batch_sampler, ResumableBatchSampler) else None
+        accum = args.gradient_accumulation_steps
+        if sampler is not None:
+            batches_per_epoch = len(sampler)
+            steps_per_epoch = max(1, math.ceil(batches_per_epoch / accum))
+            if args.max_steps > 0:
+                max_steps = args.max_steps
+                num_epochs = math.ceil(max_steps / steps_per_epoch)
+            else:
+                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+                num_epochs = math.ceil(args.num_train_epochs)
+            num_examples = sampler.num_samples
+        else:  # iterable dataset: max_steps was checked at construction
+            batches_per_epoch = None
+            steps_per_epoch = max_steps = args.max_steps
+            num_epochs = sys.maxsize
+            num_examples = max_steps * args.per_device_train_batch_size * accum * self.dist.world_size
+
+        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
+        self.callback_handler.train_dataloader = train_dataloader
+        self._set_up_model_for_training()
+        model = self.model_wrapped
+
+        self.state = TrainerState(
+            max_steps=max_steps, num_train_epochs=num_epochs if sampler is not None else 1,
+            train_batch_size=args.per_device_train_batch_size,
+            logging_steps=_ratio_to_steps(args.logging_steps, max_steps),
+            eval_steps=_ratio_to_steps(args.eval_steps or args.logging_steps, max_steps),
+            save_steps=_ratio_to_steps(args.save_steps, max_steps),
+            is_local_process_zero=self.dist.local_rank == 0, is_world_process_zero=self.dist.is_main_process)
+        self.state.stateful_callbacks = {}
+        epochs_trained, steps_skipped = 0, 0
+        if resume_from_checkpoint is not None:
+            self._load_from_checkpoint(resume_from_checkpoint, max_steps)
+            epochs_trained = self.state.global_step // steps_per_epoch
+            steps_skipped = self.state.global_step % steps_per_epoch
+
+        self._print_training_header(num_examples, num_epochs, max_steps, resume_from_checkpoint)
+        self._install_signal_handlers()
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        if args.eval_on_start and self.state.global_step == 0:
+            self._evaluate(ignore_keys_for_eval)
+
+        start_time = time.time()
+        self._total_loss = torch.zeros((), device=self.device)  # sum of step losses over the run
+        self._log_loss = torch.zeros((), device=self.device)    # since the last log
+        self._log_steps = 0
+        self._nonfinite_total = torch.zeros((), dtype=torch.long, device=self.device)
+        self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
+        self._grad_norm = None
+        self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device)
+        steps_at_start = self.state.global_step
+
+        for epoch in range(epochs_trained, num_epochs):
+            skip = steps_skipped if epoch == epochs_trained else 0
+            if sampler is not None:
+                sampler.set_epoch(epoch, start_batch=skip * accum)
+            self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
+            steps_in_epoch = steps_per_epoch if batches_per_epoch is None else \
+                math.ceil(batches_per_epoch / accum)
+            batches = iter(train_dataloader)
+            for step_in_epoch in range(skip, steps_in_epoch):
+                micro_batches = _take(batches, accum)
+                if not micro_batches:
+                    if sampler is None:  # iterable dataset exhausted: start it again
+                        batches = iter(train_dataloader)
+                        micro_batches = _take(batches, accum)
+                    if not micro_batches:
+                        break
+                self._optimizer_step(model, micro_batches, epoch, step_in_epoch, steps_in_epoch)
+                self._maybe_log_save_evaluate(model, ignore_keys_for_eval)
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            self.control = self.callback_handler.on_epoch_end(args, self.state, self.control)
+            self._maybe_log_save_evaluate(model, ignore_keys_for_eval, epoch_end=True)
+            if self.control.should_training_stop or self.state.global_step >= max_steps:
+                break
+
+        self._restore_signal_handlers()
+        if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
+            self._load_best_model()
+        runtime = time.time() - start_time
+        steps_done = max(self.state.global_step - steps_at_start, 1)
+        train_loss = float(self._total_loss.item()) / steps_done
+        samples = self.state.samples_seen
+        metrics = {
+            "train_runtime": round(runtime, 4),
+            "train_samples_per_second": round(samples / runtime, 3) if runtime > 0 else 0.0,
+            "train_steps_per_second": round(steps_done / runtime, 3) if runtime > 0 else 0.0,
+            "total_flos": float(self.state.total_flos),
+            "train_loss": train_loss,
+        }
+        if self.state.skipped_nonfinite_steps:
+            metrics["train_skipped_nonfinite_steps"] = self.state.skipped_nonfinite_steps
+        self.log(metrics)
+        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        if args.write_report and self.dist.is_main_process:
+            self._write_report()
+        return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def _optimizer_step(self, model, micro_batches: list[dict], epoch: int, step_in_epoch: int, steps_in_epoch: int):
+        """One optimizer step over the accumulated micro-batches; the loss is normalised by the number
+        of label items in the whole accumulated (and, under DDP, global) batch, so accumulation and
+        data parallelism give the same gradients as one big batch."""
+        args = self.args
+        num_items = self._count_items(micro_batches)
+        self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            self._throughput.count_batch(batch)
+            with self.dist.no_sync(model, skip=not last):
+                loss = self.training_step(model, batch, num_items)
+            self._log_loss += loss
+            self._total_loss += loss
+            if not last:
+                self.control = self.callback_handler.on_substep_end(args, self.state, self.control)
+
+        self.control = self.callback_handler.on_pre_optimizer_step(args, self.state, self.control)
+        self.precision.unscale_(self.optimizer)
+        self._grad_norm = self._clip_gradients(model)
+        self._guarded_optimizer_step()
+        self.control = self.callback_handler.on_optimizer_step(args, self.state, self.control)
+        if not isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.lr_scheduler.step()
+        model.zero_grad(set_to_none=True)
+
+        self.state.global_step += 1
+        self.state.epoch = epoch + (step_in_epoch + 1) / steps_in_epoch
+        self._log_steps += 1
+        self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+
+    def _clip_gradients(self, model) -> torch.Tensor:
+        params = [p for p in model.parameters() if p.grad is not None]
+        if not params:
+            return torch.zeros((), device=self.device)
+        max_norm = self.args.max_grad_norm if self.args.max_grad_norm else float("inf")
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+    def _guarded_optimizer_step(self):
+        """Skips the update when the gradients are NaN/inf. With fused AdamW the skip happens on the
+        device (the optimizer's found_inf), so nothing waits; other optimizers read one flag."""
+        if self.precision.scaler is not None:  # the GradScaler skips non-finite steps itself
+            self.precision.step(self.optimizer)
+            return
+        bad = (~torch.isfinite(self._grad_norm)).to(torch.long)
+        self._nonfinite_total += bad
+        self._nonfinite_run = (self._nonfinite_run + bad) * bad
+        if _supports_found_inf(self.optimizer):
+            self.optimizer.found_inf = bad.to(torch.float32)
+            self.optimizer.step()
+            del self.optimizer.found_inf
+        elif not bool(bad):
+            self.optimizer.step()
+
+    def _count_items(self, micro_batches: list[dict]) -> torch.Tensor:
+        total = sum(_num_items(b, self._label_shift()) for b in micro_batches)
+        total = torch.tensor(float(total), device=self.device)
+        if self.dist.enabled and self.args.average_tokens_across_devices:
+            total = self.dist.all_reduce_sum(total)
+        return total
+
+    def _label_shift(self) -> bool:
+        return type(unwrap_model(self.model)).__name__.endswith(_CAUSAL_SUFFIXES)
+
+    def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.precision.autocast():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        if type(self).compute_loss is not Trainer.compute_loss and self.compute_loss_func is None:
+            # a user's compute_loss following HF's contract returns a per-micro-batch mean
+            if not _accepts_loss_kwargs(self):
+                loss = loss / self.args.gradient_accumulation_steps
+        if self.dist.enabled and self.args.average_tokens_across_devices:
+            loss_for_backward = loss * self.dist.world_size  # DDP averages gradients over ranks
+        else:
+            loss_for_backward = loss
+        self.precision.backward(loss_for_backward)
+        return loss.detach()
+
+    def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        """The model's mean loss over this micro-batch, rescaled to ``sum / num_items_in_batch`` when
+        ``num_items_in_batch`` (the accumulated batch's label count) is given."""
+        labels = None
+        if (self.args.label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
+            labels = inputs["labels"]
+            inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**inputs)
+        if labels is not None and self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
+        if labels is not None:
+            loss = _label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, self._label_shift())
+        else:
+            if isinstance(outputs, Mapping) and outputs.get("loss") is None or \
+                    not isinstance(outputs, Mapping) and not isinstance(outputs, (tuple, list)):
+                present = list(outputs.keys()) if isinstance(outputs, Mapping) else type(outputs).__name__
+                raise ModelError(
+                    f"The model did not return a loss (its outputs: {present}). Give the batches a 'labels' "
+                    f"column (or {self.label_names}), or subclass Trainer and override compute_loss.")
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
+        if num_items_in_batch is not None and "labels" in (inputs if labels is None else {"labels": labels}):
+            lab = inputs["labels"] if labels is None else labels
+            n = _count_label_items(lab, self._label_shift())
+            if n == 0:
+                loss = loss.nan_to_num(0.0) * 0.0
+            else:
+                loss = loss * (n / num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+                for k, v in inputs.items()}
+
+    def _set_up_model_for_training(self):
+        args = self.args
+        model = unwrap_model(self.model)
+        if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        wrapped = self.dist.wrap_model(model)
+        if args.torch_compile:
+            wrapped = torch.compile(wrapped, backend=args.torch_compile_backend or "inductor",
+                                    mode=args.torch_compile_mode)
+        self.model_wrapped = wrapped
+
+    # ================================================================== log / save / evaluate
+    def _maybe_log_save_evaluate(self, model, ignore_keys_for_eval, epoch_end: bool = False):
+        args = self.args
+        if self.control.should_log and self._log_steps > 0:
+            logs = {"loss": round(float(self._log_loss.item()) / self._log_steps, 4)}
+            if self._grad_norm is not None:
+                logs["grad_norm"] = float(self._grad_norm.item())
+            logs["learning_rate"] = self._get_learning_rate()
+            logs.update(self._throughput.read())
+            self._log_loss.zero_()
+            self._log_steps = 0
+            self._check_nonfinite()
+            self.log(logs)
+        elif self.state.global_step % args.max_consecutive_nonfinite_steps == 0:
+            self._check_nonfinite()
+        metrics = None
+        if self.control.should_evaluate:
+            metrics = self._evaluate(ignore_keys_for_eval)
+        if self.control.should_save or (args.save_strategy == "best" and metrics is not None and self._is_new_best(metrics)):
+            self._save_checkpoint(metrics)
+            self.control = self.callback_handler.on_save(args, self.state, self.control)
+        if self._signal_received is not None:
+            self._stop_on_signal()
+
+    def _get_learning_rate(self) -> float:
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return float(self.optimizer.param_groups[0]["lr"])
+        return float(self.lr_scheduler.get_last_lr()[0])
+
+    def _check_nonfinite(self):
+        if self.precision.scaler is not None:
+            return
+        self.state.skipped_nonfinite_steps = int(self._nonfinite_total.item())
+        run = int(self._nonfinite_run.item())
+        if run >= self.args.max_consecutive_nonfinite_steps:
+            last = self.state.best_model_checkpoint or self._last_checkpoint_path() or "none yet"
+            raise NonFiniteLossError(
+                f"The loss or gradients were NaN/inf for {run} consecutive steps (up to step "
+                f"{self.state.global_step}); those updates were skipped and training stopped. Last good checkpoint: "
+                f"{last}. Lower learning_rate, keep max_grad_norm on, check the data for bad values, or use bf16 "
+                f"instead of fp16. (max_consecutive_nonfinite_steps={self.args.max_consecutive_nonfinite_steps})")
+
+    def _last_checkpoint_path(self):
+        from .checkpoint import latest_checkpoint
+        try:
+            return latest_checkpoint(self.args.output_dir)
+        except Exception:
+            return None
+
+    def _evaluate(self, ignore_keys=None):
+        metrics = self.evaluate(ignore_keys=ignore_keys)
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            key = self.args.metric_for_best_model or "loss"
+            key = key if key.startswith("eval_") else f"eval_{key}"
+            if key in metrics:
+                self.lr_scheduler.step(metrics[key])
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        output = {**logs, "step": self.state.global_step}
+        self.state.log_history.append(output)
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+
+    # ================================================================== evaluate / predict
+    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        if isinstance(eval_dataset, dict) or (eval_dataset is None and isinstance(self.eval_dataset, dict)):
+            results = {}
+            for name, ds in (eval_dataset or self.eval_dataset).items():
+                results.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return results
+        dataloader = self.get_eval_dataloader(eval_dataset)
+        start = time.time()
+        output = self.evaluation_loop(dataloader, "Evaluation", ignore_keys=ignore_keys,
+                                      metric_key_prefix=metric_key_prefix)
+        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
+        self.log(dict(output.metrics))
+        self._update_best(output.metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        return output.metrics
+
+    def predict(self, test_dataset, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        dataloader = self.get_test_dataloader(test_dataset)
+        start = time.time()
+        output = self.evaluation_loop(dataloader, "Prediction", ignore_keys=ignore_keys,
+                                      metric_key_prefix=metric_key_prefix)
+        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
+
+    def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        """Runs prediction_step over the data; every batch's outputs leave the device as produced."""
+        args = self.args
+        prediction_loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        if self.precision.eval_dtype is not None and not getattr(self, "_cast_for_eval", False):
+            self.model.to(self.precision.eval_dtype)
+        model.eval()
+        self.callback_handler.eval_dataloader = dataloader
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        num_samples = 0
+        preds_host, labels_host, inputs_host = [], [], []
+        for inputs in dataloader:
+            batch_size = _batch_size(inputs)
+            loss, logits, labels = self.prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            if loss is not None:
+                loss_sum += loss.detach().to(torch.float64) * batch_size
+            if logits is not None:
+                if self.preprocess_logits_for_metrics is not None:
+                    logits = self.preprocess_logits_for_metrics(logits, labels)
+                preds_host.append(_to_host(logits))
+            if labels is not None:
+                labels_host.append(_to_host(labels))
+            if "inputs" in args.include_for_metrics:
+                inputs_host.append(_to_host(inputs.get("input_ids")))
+            num_samples += batch_size
+            self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        predictions = _concat_to_numpy(preds_host) if preds_host else None
+        label_ids = _concat_to_numpy(labels_host) if labels_host else None
+        if self.dist.enabled:
+            predictions, label_ids, loss_sum, num_samples = self._gather_predictions(
+                predictions, label_ids, loss_sum, num_samples)
+        metrics: dict[str, Any] = {}
+        if self.compute_metrics is not None and predictions is not None and label_ids is not None:
+            eval_inputs = _concat_to_numpy(inputs_host) if inputs_host else None
+            result = self.compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids,
+                                                         inputs=eval_inputs))
+            metrics = _check_metrics(result)
+        if num_samples and loss_sum is not None and (self._has_labels_seen or float(loss_sum.item()) != 0.0):
+            metrics["loss"] = float(loss_sum.item()) / num_samples
+        metrics = {(k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}"): v
+                   for k, v in metrics.items()}
+        if self.precision.eval_dtype is not None:
+            self.model.to(torch.float32)
+        return _EvalLoopOutput(predictions, label_ids, metrics, num_samples)
+
+    def _gather_predictions(self, predictions, label_ids, loss_sum, num_samples):
+        parts = self.dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples))
+        preds = [p for p, _, _, _ in parts if p is not None]
+        labels = [l for _, l, _, _ in parts if l is not None]
+        predictions = _concat_to_numpy([np.asarray(p) for p in preds]) if preds else None
+        label_ids = _concat_to_numpy([np.asarray(l) for l in labels]) if labels else None
+        total_loss = torch.tensor(sum(p[2] for p in parts), dtype=torch.float64)
+        return predictions, label_ids, total_loss, sum(p[3] for p in parts)
+
+    def prediction_step(self, model, inputs: dict, prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None):
+        has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
+        self._has_labels_seen = getattr(self, "_has_labels_seen", False) or has_labels
+        inputs = self._prepare_inputs(inputs)
+        if ignore_keys is None:
+            config = getattr(unwrap_model(self.model), "config", None)
+            ignore_keys = list(getattr(config, "keys_to_ignore_at_inference", []) or [])
+        labels = None
+        if has_labels:
+            labels = tuple(inputs.get(name) for name in self.label_names)
+            labels = labels[0] if len(labels) == 1 else labels
+        with torch.no_grad(), self.precision.autocast(evaluating=True):
+            if has_labels:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss = loss.detach().mean()
+                if isinstance(outputs, Mapping):
+                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys + ["loss"])
+                else:
+                    logits = outputs[1:]
+            else:
+                loss = None
+                outputs = model(**inputs)
+                if isinstance(outputs, Mapping):
+                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys and k != "loss")
+                else:
+                    logits = outputs
+        if prediction_loss_only:
+            return loss, None, None
+        logits = _nested_detach(logits)
+        if isinstance(logits, tuple) and len(logits) == 1:
+            logits = logits[0]
+        return loss, logits, labels
+
+    # ================================================================== best model
+    def _metric_key(self) -> str:
+        name = self.args.metric_for_best_model or "loss"
+        return name if name.startswith("eval_") else f"eval_{name}"
+
+    def _is_new_best(self, metrics: dict) -> bool:
+        value = metrics.get(self._metric_key())
+        if value is None:
+            return False
+        best = self.state.best_metric
+        if best is None:
+            return True
+        return value > best if self.args.greater_is_better else value < best
+
+    def _update_best(self, metrics: dict) -> None:
+        if self.args.metric_for_best_model is None:
+            return
+        key = self._metric_key()
+        if key not in metrics:
+            if any(k.startswith("eval_") for k in metrics) and not any(
+                    k.startswith(key.split("_")[0] + "_") and k != key for k in [key]):
+                produced = sorted(k for k in metrics if not k.endswith(("_runtime", "_per_second")))
+                raise ConfigError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation produced "
+                                  f"no {key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one "
+                                  f"of these (without the 'eval_' prefix), or return it from compute_metrics.")
+            return
+        if self._is_new_best(metrics):
+            self._pending_best = (metrics[key], self.state.global_step)
+
+    # ================================================================== checkpoints
+    def _save_checkpoint(self, metrics=None):
+        from . import checkpoint as ckpt
+        args = self.args
+        pending = getattr(self, "_pending_best", None)
+        path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if pending is not None and pending[1] == self.state.global_step:
+            self.state.best_metric, self.state.best_global_step = pending
+            self.state.best_model_checkpoint = path
+            self._pending_best = None
+        self.state.stateful_callbacks = self._callback_states()
+        if self.dist.is_main_process or args.save_on_each_node:
+            try:
+                ckpt.save_checkpoint(
+                    path, model=unwrap_model(self.model), optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+                    scaler=self.precision.scaler, trainer_state=self.state.to_dict(), training_args=args.to_dict(),
+                    processing_class=self.processing_class, save_only_model=args.save_only_model,
+                    extra={"world_size": self.dist.world_size, "total_loss": float(self._total_loss.item()),
+                           "nonfinite_total": int(self._nonfinite_total.item())})
+            except CheckpointError as e:
+                if args.on_save_error == "stop":
+                    raise
+                logger.error("Saving checkpoint %s failed: %s. The previous checkpoint is intact; training goes "
+                             "on and the save is retried at the next save point (on_save_error='stop' stops instead).",
+                             path, e)
+                if self.state.best_model_checkpoint == path:
+                    self.state.best_model_checkpoint = None
+                return
+            if args.save_total_limit is not None:
+                ckpt.rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
+        self.dist.barrier()
+
+    def _callback_states(self) -> dict:
+        states = {}
+        for cb in self.callback_handler.callbacks + [self.control]:
+            if isinstance(cb, (ExportableState, TrainerControl)):
+                name = type(cb).__name__
+                states.setdefault(name, []).append(cb.state())
+        return {k: v[0] if len(v) == 1 else v for k, v in states.items()}
+
+    def _load_from_checkpoint(self, path: str, max_steps: int):
+        from . import checkpoint as ckpt
+        loaded = ckpt.load_checkpoint(path, model=unwrap_model(self.model), optimizer=self.optimizer,
+                                      lr_scheduler=self.lr_scheduler, scaler=self.precision.scaler)
+        saved_args = loaded.get("training_args") or {}
+        extra = loaded.get("extra") or {}
+        mismatches = []
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if name in saved_args and saved_args[name] != getattr(self.args, name):
+                mismatches.append(f"{name}: checkpoint {saved_args[name]}, now {getattr(self.args, name)}")
+        if extra.get("world_size", 1) != self.dist.world_size:
+            mismatches.append(f"world size: checkpoint {extra.get('world_size')}, now {self.dist.world_size}")
+        if mismatches and not self.args.ignore_data_skip:
+            raise CheckpointError(f"Cannot resume exactly from {path}: " + "; ".join(mismatches) +
+                                  ". Use the same values to resume, or start a new run from the weights.")
+        state = TrainerState.from_dict(loaded["trainer_state"])
+        state.max_steps = max_steps
+        state.is_world_process_zero = self.dist.is_main_process
+        state.is_local_process_zero = self.dist.local_rank == 0
+        self.state = state
+        self._resumed_extra = extra
+        self._restore_callback_states(state.stateful_callbacks)
+
+    def _restore_callback_states(self, states: dict):
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, ExportableState) and type(cb).__name__ in states:
+                saved = states[type(cb).__name__]
+                saved = saved[0] if isinstance(saved, list) else saved
+                for k, v in saved.get("attributes", {}).items():
+                    setattr(cb, k, v)
+
+    def _load_best_model(self):
+        from .checkpoint import load_model_weights
+        path = self.state.best_model_checkpoint
+        if path and os.path.isdir(path):
+            if self.dist.is_main_process:
+                logger.info("Loading the best model from %s (%s=%s).", path, self._metric_key(), self.state.best_metric)
+            load_model_weights(path, unwrap_model(self.model))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        from .checkpoint import save_model_dir
+        output_dir = output_dir or self.args.output_dir
+        if self.dist.is_main_process:
+            save_model_dir(output_dir, unwrap_model(self.model), self.processing_class)
+        self.dist.barrier()
+
+    def save_state(self):
+        if self.dist.is_main_process:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
+
+    def _check_output_dir(self):
+        out = self.args.output_dir
+        if os.path.isfile(out):
+            raise ConfigError(f"output_dir={out!r} is a file, not a directory: choose another output_dir.")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"output_dir={out!r} cannot be created ({e.strerror}): choose a writable directory.") from e
+        if not os.access(out, os.W_OK):
+            raise ConfigError(f"output_dir={out!r} is not writable: choose a directory you can write to.")
+
+    # ================================================================== signals
+    def _install_signal_handlers(self):
+        self._old_handlers = {}
+        if not _in_main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self):
+        for sig, handler in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+
+    def _on_signal(self, signum, frame):
+        if self._signal_received is not None:  # second signal: leave at once
+            self._restore_signal_handlers()
+            raise KeyboardInterrupt
+        self._signal_received = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing the current step and writing a checkpoint "
+              "(send it again to exit at once).", file=sys.stderr, flush=True)
+
+    def _stop_on_signal(self):
+        signum = self._signal_received
+        self._save_checkpoint()
+        self._restore_signal_handlers()
+        self.callback_handler.on_save(self.args, self.state, self.control)
+        print(f"Checkpoint written to {os.path.join(self.args.output_dir, f'checkpoint-{self.state.global_step}')}. "
+              f"Resume with: trainer.train(resume_from_checkpoint=True)  (CLI: trainwright train CONFIG --resume)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    # ================================================================== console
+    def _print_training_header(self, num_examples, num_epochs, max_steps, resumed):
+        if not self.dist.is_main_process:
+            return
+        args = self.args
+        model = unwrap_model(self.model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * self.dist.world_size
+        lines = ["***** Running training *****",
+                 f"  Num examples = {num_examples:,}",
+                 f"  Num Epochs = {num_epochs if num_epochs != sys.maxsize else 'unknown (iterable)'}",
+                 f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}",
+                 f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch:,}",
+                 f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}",
+                 f"  Total optimization steps = {max_steps:,}",
+                 f"  Number of trainable parameters = {trainable:,}",
+                 f"  Device = {self.device}" + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
+                 + (f", {'bf16' if args.bf16 else 'fp16'} autocast" if args.bf16 or args.fp16 else "")]
+        if resumed:
+            lines.append(f"  Resuming from {resumed} at step {self.state.global_step}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _write_report(self):
+        try:
+            from .report import write_report
+            write_report(self.args.output_dir)
+        except Exception as e:  # a report must never break a finished training run
+            logger.warning("Could not write the run report: %s", e)
+
+    # ================================================================== misc HF API
+    def num_examples(self, dataloader) -> int:
+        return len(dataloader.dataset)
+
+    def is_world_process_zero(self) -> bool:
+        return self.dist.is_main_process
+
+    def is_local_process_zero(self) -> bool:
+        return self.dist.local_rank == 0
+
+    def log_metrics(self, split: str, metrics: dict):
+        if not self.is_world_process_zero():
+            return
+        print(f"***** {split} metrics *****")
+        width = max((len(k) for k in metrics), default=0)
+        for key in sorted(metrics):
+            print(f"  {key:<{width}} = {metrics[key]}")
+
+    def save_metrics(self, split: str, metrics: dict, combined: bool = True):
+        import json
+        if not self.is_world_process_zero():
+            return
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(os.path.join(self.args.output_dir, f"{split}_results.json"), "w") as f:
+            json.dump(metrics, f, indent=4, sort_keys=True)
+        if combined:
+            path = os.path.join(self.args.output_dir, "all_results.json")
+            allm = json.load(open(path)) if os.path.exists(path) else {}
+            allm.update(metrics)
+            with open(path, "w") as f:
+                json.dump(allm, f, indent=4, sort_keys=True)
+
+
+# ====================================================================== helpers
+class _EvalLoopOutput:
+    def __init__(self, predictions, label_ids, metrics, num_samples):
+        self.predictions, self.label_ids, self.metrics, self.num_samples = predictions, label_ids, metrics, num_samples
+
+
+class _Throughput:
+    """samples/s, non-padding tokens/s, tokens seen and MFU, counted on the host from the collated
+    batches (attention masks are still on the CPU then), so nothing waits for the device."""
+
+    def __init__(self, state: TrainerState, model, device):
+        self.state = state
+        self.last_time = time.time()
+        self.samples = 0
+        self.tokens = 0
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.peak = None
+        if device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+            self.peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+    def count_batch(self, batch: dict):
+        n = _batch_size(batch)
+        mask = batch.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and not mask.is_cuda:
+            tokens = int(mask.sum())
+        elif isinstance(batch.get("input_ids"), torch.Tensor):
+            tokens = batch["input_ids"].numel()
+        else:
+            tokens = 0
+        self.samples += n
+        self.tokens += tokens
+        self.state.samples_seen += n
+        self.state.num_input_tokens_seen += tokens
+        self.state.total_flos += 6.0 * self.n_params * tokens
+
+    def read(self) -> dict:
+        now = time.time()
+        elapsed = max(now - self.last_time, 1e-9)
+        out = {"samples_per_second": round(self.samples / elapsed, 3),
+               "tokens_per_second": round(self.tokens / elapsed, 1),
+               "num_input_tokens_seen": self.state.num_input_tokens_seen}
+        if self.peak:
+            out["mfu"] = round(6.0 * self.n_params * self.tokens / elapsed / self.peak, 4)
+        self.last_time, self.samples, self.tokens = now, 0, 0
+        return out
+
+
+def _ratio_to_steps(value, max_steps: int) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, float) and value < 1:
+        return max(1, math.ceil(max_steps * value))
+    return int(value)
+
+
+def _take(iterator, n: int) -> list:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+    return out
+
+
+def _count_label_items(labels, shift: bool) -> int:
+    if not isinstance(labels, torch.Tensor):
+        return 0
+    if labels.dim() <= 1:
+        return labels.shape[0] if labels.dim() == 1 else 1
+    if labels.is_floating_point():
+        return labels.numel()
+    if shift:
+        labels = labels[..., 1:]
+    return int((labels != -100).sum())
+
+
+def _num_items(batch: dict, shift: bool) -> int:
+    labels = batch.get("labels")
+    if labels is None:
+        return _batch_size(batch)
+    return _count_label_items(labels, shift)
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, Mapping):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v.shape[0]
+            if isinstance(v, (list, tuple)):
+                return len(v)
+    return 1
+
+
+def _label_smoothed_loss(outputs, labels, epsilon: float, shift: bool):
+    logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+    if shift:
+        logits = logits[..., :-1, :].contiguous()
+        labels = labels[..., 1:].contiguous()
+    if labels.is_floating_point():
+        raise ConfigError("label_smoothing_factor applies to classification labels; these labels are floats "
+                          "(regression). Set label_smoothing_factor=0.")
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                             ignore_index=-100, label_smoothing=epsilon)
+
+
+def _accepts_loss_kwargs(trainer) -> bool:
+    import inspect
+    sig = inspect.signature(type(trainer).compute_loss)
+    return "num_items_in_batch" in sig.parameters
+
+
+def _supports_found_inf(optimizer) -> bool:
+    return isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)) and \
+        any(g.get("fused") for g in optimizer.param_groups)
+
+
+def _nested_detach(x):
+    if isinstance(x, (list, tuple)):
+        return type(x)(_nested_detach(t) for t in x)
+    if isinstance(x, Mapping):
+        return {k: _nested_detach(v) for k, v in x.items()}
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _to_host(x):
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_host(t) for t in x)
+    if isinstance(x, Mapping):
+        return {k: _to_host(v) for k, v in x.items()}
+    if isinstance(x, torch.Tensor):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.to("cpu", non_blocking=x.is_cuda)
+    return x
+
+
+def _concat_to_numpy(parts: list):
+    """Concatenate per-batch outputs; token-level outputs of different lengths are padded with -100."""
+    first = parts[0]
+    if isinstance(first, (list, tuple)):
+        return type(first)(_concat_to_numpy([p[i] for p in parts]) for i in range(len(first)))
+    if isinstance(first, Mapping):
+        return {k: _concat_to_numpy([p[k] for p in parts]) for k in first}
+    arrays = [p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
+    if arrays[0].ndim == 0:
+        return np.stack(arrays)
+    if arrays[0].ndim == 1 or all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    max_len = max(a.shape[1] for a in arrays)
+    padded = []
+    for a in arrays:
+        width = [(0, 0)] * a.ndim
+        width[1] = (0, max_len - a.shape[1])
+        padded.append(np.pad(a, width, constant_values=-100))
+    return np.concatenate(padded, axis=0)
+
+
+def _check_metrics(result) -> dict:
+    if not isinstance(result, Mapping):
+        raise ConfigError(f"compute_metrics must return a dict of metric name -> number, got {type(result).__name__}. "
+                          "Return e.g. {'accuracy': 0.91}.")
+    out = {}
+    for k, v in result.items():
+        if isinstance(v, (np.generic,)):
+            v = v.item()
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"compute_metrics returned {k!r}: {v!r} ({type(v).__name__}), which is not a number. "
+                              f"Return plain numbers, e.g. float(value); put per-class values under separate keys.")
+        out[k] = v
+    return out
+
+
+def _speed_metrics(prefix: str, start: float, num_samples: int, num_steps: int) -> dict:
+    runtime = time.time() - start
+    return {f"{prefix}_runtime": round(runtime, 4),
+            f"{prefix}_samples_per_second": round(num_samples / runtime, 3) if runtime > 0 else 0.0,
+            f"{prefix}_steps_per_second": round(num_steps / runtime, 3) if runtime > 0 else 0.0}
+
+
+def _is_tokenizer(obj) -> bool:
+    return obj is not None and hasattr(obj, "pad") and callable(getattr(obj, "pad"))
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
