@@ -365,7 +365,15 @@ class Trainer:
         self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
         self._grad_norm = None
         self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device)
-        steps_at_start = self.state.global_step
+        steps_at_start = 0
+        if resume_from_checkpoint is not None:  # the run continues as if it had never stopped
+            extra = self._resumed_extra
+            self._total_loss.fill_(extra.get("total_loss", 0.0))
+            self._log_loss.fill_(extra.get("log_loss", 0.0))
+            self._log_steps = extra.get("log_steps", 0)
+            self._nonfinite_total.fill_(extra.get("nonfinite_total", 0))
+            if "total_loss" not in extra:
+                steps_at_start = self.state.global_step
 
         for epoch in range(epochs_trained, num_epochs):
             skip = steps_skipped if epoch == epochs_trained else 0
@@ -569,7 +577,9 @@ class Trainer:
         metrics = None
         if self.control.should_evaluate:
             metrics = self._evaluate(ignore_keys_for_eval)
-        if self.control.should_save or (args.save_strategy == "best" and metrics is not None and self._is_new_best(metrics)):
+        if args.save_strategy == "best":
+            self.control.should_save = metrics is not None and self._last_eval_was_best
+        if self.control.should_save:
             self._save_checkpoint(metrics)
             self.control = self.callback_handler.on_save(args, self.state, self.control)
         if self._signal_received is not None:
@@ -602,6 +612,7 @@ class Trainer:
 
     def _evaluate(self, ignore_keys=None):
         metrics = self.evaluate(ignore_keys=ignore_keys)
+        self._last_eval_was_best = self._update_best(metrics)
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             key = self.args.metric_for_best_model or "loss"
             key = key if key.startswith("eval_") else f"eval_{key}"
@@ -630,7 +641,6 @@ class Trainer:
                                       metric_key_prefix=metric_key_prefix)
         output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
         self.log(output.metrics)
-        self._update_best(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
         return output.metrics
 
@@ -741,40 +751,34 @@ class Trainer:
         name = self.args.metric_for_best_model or "loss"
         return name if name.startswith("eval_") else f"eval_{name}"
 
-    def _is_new_best(self, metrics: dict) -> bool:
-        value = metrics.get(self._metric_key())
-        if value is None:
-            return False
-        best = self.state.best_metric
-        if best is None:
-            return True
-        return value > best if self.args.greater_is_better else value < best
-
-    def _update_best(self, metrics: dict) -> None:
+    def _update_best(self, metrics: dict) -> bool:
+        """Records a new best metric (as HF: at evaluation time; the checkpoint saved at the same
+        step becomes best_model_checkpoint). Returns whether this evaluation is a new best."""
         if self.args.metric_for_best_model is None:
-            return
+            return False
         key = self._metric_key()
         if key not in metrics:
-            if any(k.startswith("eval_") for k in metrics) and not any(
-                    k.startswith(key.split("_")[0] + "_") and k != key for k in [key]):
-                produced = sorted(k for k in metrics if not k.endswith(("_runtime", "_per_second")))
-                raise ConfigError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation produced "
-                                  f"no {key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one "
-                                  f"of these (without the 'eval_' prefix), or return it from compute_metrics.")
-            return
-        if self._is_new_best(metrics):
-            self._pending_best = (metrics[key], self.state.global_step)
+            produced = sorted(k[len("eval_"):] for k in metrics
+                              if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))
+            raise ConfigError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation produced no "
+                              f"{key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one of "
+                              f"these, or return it from compute_metrics.")
+        value = metrics[key]
+        best = self.state.best_metric
+        if best is None or (value > best if self.args.greater_is_better else value < best):
+            self.state.best_metric = value
+            self.state.best_global_step = self.state.global_step
+            return True
+        return False
 
     # ================================================================== checkpoints
     def _save_checkpoint(self, metrics=None):
         from . import checkpoint as ckpt
         args = self.args
-        pending = getattr(self, "_pending_best", None)
         path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if pending is not None and pending[1] == self.state.global_step:
-            self.state.best_metric, self.state.best_global_step = pending
+        previous_best = self.state.best_model_checkpoint
+        if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = path
-            self._pending_best = None
         self.state.stateful_callbacks = self._callback_states()
         if self.dist.is_main_process or args.save_on_each_node:
             try:
@@ -783,6 +787,7 @@ class Trainer:
                     scaler=self.precision.scaler, trainer_state=self.state.to_dict(), training_args=args.to_dict(),
                     processing_class=self.processing_class, save_only_model=args.save_only_model,
                     extra={"world_size": self.dist.world_size, "total_loss": float(self._total_loss.item()),
+                           "log_loss": float(self._log_loss.item()), "log_steps": self._log_steps,
                            "nonfinite_total": int(self._nonfinite_total.item())})
             except CheckpointError as e:
                 if args.on_save_error == "stop":
@@ -790,8 +795,7 @@ class Trainer:
                 logger.error("Saving checkpoint %s failed: %s. The previous checkpoint is intact; training goes "
                              "on and the save is retried at the next save point (on_save_error='stop' stops instead).",
                              path, e)
-                if self.state.best_model_checkpoint == path:
-                    self.state.best_model_checkpoint = None
+                self.state.best_model_checkpoint = previous_best
                 return
             if args.save_total_limit is not None:
                 ckpt.rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
