@@ -28,10 +28,10 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
-def tiny_bert_config(tokenizer, num_labels=2, dropout=0.0, **kw):
+def tiny_bert_config(tokenizer, num_labels=2, dropout=0.0, max_position_embeddings=128, **kw):
     from transformers import BertConfig
     return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=max_position_embeddings,
                       num_labels=num_labels, hidden_dropout_prob=dropout,
                       attention_probs_dropout_prob=dropout, **kw)
 
