@@ -13,16 +13,14 @@ class Precision:
         self.device = device
         self.dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         self.eval_dtype = torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else None
-        if args.fp16 or args.fp16_full_eval:
-            if device.type == "cpu":
-                raise ConfigError("fp16=True needs a CUDA or MPS device, but training runs on the CPU: "
-                                  "use bf16=True on the CPU, or drop fp16.")
-        if args.bf16 or args.bf16_full_eval:
-            if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                raise ConfigError(f"bf16=True but {torch.cuda.get_device_name(device)} has no bfloat16 support: "
-                                  "use fp16=True on this GPU.")
-            if device.type == "mps" and not _mps_bf16_supported():
-                raise ConfigError("bf16=True but this MPS device has no bfloat16 support: use fp16=True.")
+        if (args.fp16 or args.fp16_full_eval) and not fp16_supported(device):
+            name = "fp16_full_eval" if args.fp16_full_eval and not args.fp16 else "fp16"
+            raise ConfigError(f"{name}=True but {_device_name(device)} has no float16 support: use bf16=True "
+                              f"if the device has it, or drop {name}.")
+        if (args.bf16 or args.bf16_full_eval) and not bf16_supported(device):
+            name = "bf16_full_eval" if args.bf16_full_eval and not args.bf16 else "bf16"
+            raise ConfigError(f"{name}=True but {_device_name(device)} has no bfloat16 support: use fp16=True "
+                              f"on this device, or drop {name}.")
         if args.tf32 is not None and device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
             torch.backends.cudnn.allow_tf32 = bool(args.tf32)
@@ -52,6 +50,52 @@ class Precision:
             self.scaler.update()
         else:
             optimizer.step()
+
+
+def fp16_supported(device: torch.device) -> bool:
+    """Whether float16 autocast (+ GradScaler) works on ``device``. CUDA and MPS have it; on the CPU
+    torch >= 2.3 has float16 autocast, checked once with a tiny matmul (as transformers allows it)."""
+    device = torch.device(device)
+    if device.type in ("cuda", "mps", "xpu"):
+        return True
+    if device.type == "cpu":
+        return _cpu_autocast_works(torch.float16)
+    return False
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast works on ``device`` (CUDA: Ampere or newer, or emulated where torch says so)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "mps":
+        return _mps_bf16_supported()
+    if device.type == "cpu":
+        return _cpu_autocast_works(torch.bfloat16)
+    return device.type == "xpu"
+
+
+_CPU_AUTOCAST: dict = {}
+
+
+def _cpu_autocast_works(dtype) -> bool:
+    if dtype not in _CPU_AUTOCAST:
+        try:
+            with torch.autocast(device_type="cpu", dtype=dtype):
+                out = torch.ones(2, 2) @ torch.ones(2, 2)
+            _CPU_AUTOCAST[dtype] = out.dtype == dtype and bool(torch.isfinite(out.float()).all())
+        except Exception:
+            _CPU_AUTOCAST[dtype] = False
+    return _CPU_AUTOCAST[dtype]
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        try:
+            return f"the GPU ({torch.cuda.get_device_name(device)})"
+        except Exception:
+            return "the GPU"
+    return {"cpu": "the CPU", "mps": "this MPS device"}.get(device.type, f"the {device.type} device")
 
 
 def _mps_bf16_supported() -> bool:

@@ -28,7 +28,9 @@ from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, P
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
                            prepare_columns)
-from .data.samplers import EvalBatchSampler, ResumableBatchSampler
+from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler,
+                            collator_padding, dataset_lengths, is_row_preserving,
+                            restore_order)
 from .distributed import Distributed, unwrap_model
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
@@ -42,6 +44,10 @@ _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 class Trainer:
+    # evaluate/predict run batches sorted by length and return outputs in dataset order (set False to run
+    # them in dataset order, e.g. for a collator whose output rows are not one per input row)
+    eval_sort_by_length = True
+
     def __init__(
         self,
         model: torch.nn.Module | None = None,
@@ -95,12 +101,16 @@ class Trainer:
             raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         self.model = model.to(self.device)
         self.model_wrapped = self.model
+        if hasattr(getattr(model, "config", None), "use_cache"):
+            model.config.use_cache = args.use_cache  # as transformers.Trainer.__init__: evaluate() before train() too
 
         self.processing_class = processing_class
         self._user_collator = data_collator is not None
         if data_collator is None:
-            data_collator = DataCollatorWithPadding(processing_class) if _is_tokenizer(processing_class) \
-                else default_data_collator
+            # torch_compile: lengths padded to buckets (multiples of 64 on GPU, 16 on CPU), few distinct shapes
+            bucket = (64 if self.device.type == "cuda" else 16) if args.torch_compile else None
+            data_collator = DataCollatorWithPadding(processing_class, pad_to_multiple_of=bucket) \
+                if _is_tokenizer(processing_class) else default_data_collator
         self.data_collator = data_collator
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -199,15 +209,14 @@ class Trainer:
                 kwargs["multiprocessing_context"] = args.dataloader_multiprocessing_context
         return kwargs
 
-    def _train_lengths(self, dataset) -> list[int] | None:
-        if self.args.train_sampling_strategy != "group_by_length":
+    def _train_lengths(self, dataset):
+        if self.args.train_sampling_strategy != "group_by_length" and not self.args.max_tokens_per_batch:
             return None
-        columns = getattr(dataset, "column_names", None) or []
-        if self.args.length_column_name in columns:
-            return list(dataset[self.args.length_column_name])
-        if "input_ids" in columns:
-            return [len(x) for x in dataset["input_ids"]]
-        return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+        lengths = dataset_lengths(dataset, self.args.length_column_name)  # Arrow column, computed once
+        if lengths is None:
+            raise DataError("train_sampling_strategy='group_by_length' and max_tokens_per_batch need the row lengths: "
+                            f"give the dataset an 'input_ids' or {self.args.length_column_name!r} column.")
+        return lengths
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         if self.train_dataset is None:
@@ -217,16 +226,29 @@ class Trainer:
         generator = torch.Generator()
         generator.manual_seed(args.data_seed if args.data_seed is not None else args.seed)
         if is_iterable_dataset(dataset):
+            dataset = self.dist.shard_iterable(dataset, args.per_device_train_batch_size)  # torchrun: this rank's rows
             return torch.utils.data.DataLoader(dataset, batch_size=args.per_device_train_batch_size,
                                                collate_fn=collator, drop_last=args.dataloader_drop_last,
                                                generator=generator, **self._dataloader_kwargs())
-        sampler = ResumableBatchSampler(
-            len(dataset), args.per_device_train_batch_size,
-            shuffle=args.train_sampling_strategy != "sequential",
-            seed=args.data_seed if args.data_seed is not None else args.seed,
-            drop_last=args.dataloader_drop_last, world_size=self.dist.world_size, rank=self.dist.rank,
-            lengths=self._train_lengths(dataset),
-            group_by_length=args.train_sampling_strategy == "group_by_length")
+        if args.max_tokens_per_batch:  # variable rows per batch, padded tokens per rank <= the budget
+            multiple, fixed = collator_padding(collator)
+            lengths = self._train_lengths(dataset)
+            sampler = TokenBudgetBatchSampler(
+                lengths if fixed is None else np.full(len(lengths), fixed), args.max_tokens_per_batch,
+                shuffle=args.train_sampling_strategy != "sequential",
+                seed=args.data_seed if args.data_seed is not None else args.seed,
+                world_size=self.dist.world_size, rank=self.dist.rank, pad_to_multiple_of=multiple,
+                drop_last=args.dataloader_drop_last)
+        else:
+            sampler = ResumableBatchSampler(
+                len(dataset), args.per_device_train_batch_size,
+                shuffle=args.train_sampling_strategy != "sequential",
+                seed=args.data_seed if args.data_seed is not None else args.seed,
+                drop_last=args.dataloader_drop_last, world_size=self.dist.world_size, rank=self.dist.rank,
+                lengths=self._train_lengths(dataset),
+                group_by_length=args.train_sampling_strategy == "group_by_length")
+        if len(dataset) == 0:
+            raise DataError("train_dataset is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
         if len(sampler) == 0:
             raise DataError(f"train_dataset has {len(dataset)} rows, fewer than one batch of "
                             f"{args.per_device_train_batch_size * self.dist.world_size} with dataloader_drop_last=True: "
@@ -253,8 +275,11 @@ class Trainer:
                                                collate_fn=collator, **kwargs)
         if len(dataset) == 0:
             raise DataError(f"{description} is empty (0 rows).")
+        # run the batches sorted by length (less padding); evaluation_loop restores dataset order
+        lengths = dataset_lengths(dataset, self.args.length_column_name, allow_slow=False) \
+            if self.eval_sort_by_length and is_row_preserving(collator) else None
         sampler = EvalBatchSampler(len(dataset), self.args.per_device_eval_batch_size,
-                                   self.dist.world_size, self.dist.rank)
+                                   self.dist.world_size, self.dist.rank, lengths=lengths)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, **kwargs)
 
     # ================================================================== optimizer and schedule
@@ -313,16 +338,19 @@ class Trainer:
             self.lr_scheduler = None
 
         train_dataloader = self.get_train_dataloader()
+        from .validation import preflight
+        preflight(self, train_dataloader)  # bad labels, ids, lengths, pad token, metrics: before any step
         sampler = train_dataloader.batch_sampler if isinstance(train_dataloader.batch_sampler, ResumableBatchSampler) else None
         accum = args.gradient_accumulation_steps
         if sampler is not None:
             batches_per_epoch = len(sampler)
-            steps_per_epoch = max(1, math.ceil(batches_per_epoch / accum))
+            plan = EpochPlan(sampler, accum)  # steps per epoch; exact when token budgets vary them by epoch
+            steps_per_epoch = plan.steps(0)
             if args.max_steps > 0:
                 max_steps = args.max_steps
-                num_epochs = math.ceil(max_steps / steps_per_epoch)
+                num_epochs = plan.num_epochs(max_steps)
             else:
-                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+                max_steps = plan.total_steps(args.num_train_epochs)
                 num_epochs = math.ceil(args.num_train_epochs)
             num_examples = sampler.num_samples
         else:  # iterable dataset: max_steps was checked at construction
@@ -331,10 +359,11 @@ class Trainer:
             num_epochs = sys.maxsize
             num_examples = max_steps * args.per_device_train_batch_size * accum * self.dist.world_size
 
+        self._set_up_model_for_training()  # before the optimizer: FSDP2 replaces the parameters with sharded ones
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        self.dist.check_optimizer(self.optimizer, self.model)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         self.callback_handler.train_dataloader = train_dataloader
-        self._set_up_model_for_training()
         model = self.model_wrapped
 
         self.state = TrainerState(
@@ -348,8 +377,8 @@ class Trainer:
         epochs_trained, steps_skipped = 0, 0
         if resume_from_checkpoint is not None:
             self._load_from_checkpoint(resume_from_checkpoint, max_steps)
-            epochs_trained = self.state.global_step // steps_per_epoch
-            steps_skipped = self.state.global_step % steps_per_epoch
+            epochs_trained, steps_skipped = plan.locate(self.state.global_step) if sampler is not None else \
+                divmod(self.state.global_step, steps_per_epoch)
 
         self._print_training_header(num_examples, num_epochs, max_steps, resume_from_checkpoint)
         self._install_signal_handlers()
@@ -363,6 +392,7 @@ class Trainer:
         self._log_steps = 0
         self._nonfinite_total = torch.zeros((), dtype=torch.long, device=self.device)
         self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
+        self._nonfinite_worst = torch.zeros((), dtype=torch.long, device=self.device)  # longest run so far
         self._grad_norm = None
         self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device)
         steps_at_start = 0
@@ -380,8 +410,7 @@ class Trainer:
             if sampler is not None:
                 sampler.set_epoch(epoch, start_batch=skip * accum)
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
-            steps_in_epoch = steps_per_epoch if batches_per_epoch is None else \
-                math.ceil(batches_per_epoch / accum)
+            steps_in_epoch = steps_per_epoch if batches_per_epoch is None else plan.steps(epoch)
             batches = iter(train_dataloader)
             for step_in_epoch in range(skip, steps_in_epoch):
                 micro_batches = _take(batches, accum)
@@ -436,10 +465,12 @@ class Trainer:
             with self.dist.no_sync(model, skip=not last):
                 loss = self.training_step(model, batch, num_items)
             self._micro_batch_items = None
-            self._log_loss += loss
-            self._total_loss += loss
+            step_loss = loss if i == 0 else step_loss + loss
             if not last:
                 self.control = self.callback_handler.on_substep_end(args, self.state, self.control)
+        step_loss = self.dist.mean_over_ranks(step_loss)  # every rank logs the global batch's loss
+        self._log_loss += step_loss
+        self._total_loss += step_loss
 
         self.control = self.callback_handler.on_pre_optimizer_step(args, self.state, self.control)
         self.precision.unscale_(self.optimizer)
@@ -460,7 +491,8 @@ class Trainer:
         if not params:
             return torch.zeros((), device=self.device)
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm else float("inf")
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a replicated DTensor
 
     def _guarded_optimizer_step(self):
         """Skips the update when the gradients are NaN/inf. With fused AdamW the skip happens on the
@@ -471,6 +503,7 @@ class Trainer:
         bad = (~torch.isfinite(self._grad_norm)).to(torch.long)
         self._nonfinite_total += bad
         self._nonfinite_run = (self._nonfinite_run + bad) * bad
+        self._nonfinite_worst = torch.maximum(self._nonfinite_worst, self._nonfinite_run)  # a run between checks
         if _supports_found_inf(self.optimizer):
             self.optimizer.found_inf = bad.to(torch.float32)
             self.optimizer.step()
@@ -497,16 +530,17 @@ class Trainer:
         inputs = self._prepare_inputs(inputs)
         with self.precision.autocast():
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-        if type(self).compute_loss is not Trainer.compute_loss and self.compute_loss_func is None:
+        custom = type(self).compute_loss is not Trainer.compute_loss and self.compute_loss_func is None
+        if custom and not _accepts_loss_kwargs(self):
             # a user's compute_loss following HF's contract returns a per-micro-batch mean
-            if not _accepts_loss_kwargs(self):
-                loss = loss / self.args.gradient_accumulation_steps
-        if self.dist.enabled and self.args.average_tokens_across_devices:
-            loss_for_backward = loss * self.dist.world_size  # DDP averages gradients over ranks
-        else:
-            loss_for_backward = loss
-        self.precision.backward(loss_for_backward)
-        return loss.detach()
+            loss = loss / self.args.gradient_accumulation_steps
+        # normalised: the loss is this rank's share of the global batch's sum / global label count
+        normalised = self.compute_loss_func is not None or \
+            (_accepts_loss_kwargs(self) and (custom or "labels" in inputs))
+        if self.dist.enabled and self.args.average_tokens_across_devices and normalised:
+            loss = loss * self.dist.world_size  # DDP / FSDP2 average the gradients over ranks
+        self.precision.backward(loss)
+        return loss.detach()  # as transformers: its mean over the ranks is the global batch's loss
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """The model's mean loss over this micro-batch, rescaled to ``sum / num_items_in_batch`` when
@@ -554,6 +588,7 @@ class Trainer:
         if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
         wrapped = self.dist.wrap_model(model)
+        self.precision.scaler = self.dist.adapt_grad_scaler(self.precision.scaler)  # fp16 + FSDP2: agreed inf checks
         if args.torch_compile:
             wrapped = torch.compile(wrapped, backend=args.torch_compile_backend or "inductor",
                                     mode=args.torch_compile_mode)
@@ -582,6 +617,8 @@ class Trainer:
         if self.control.should_save:
             self._save_checkpoint(metrics)
             self.control = self.callback_handler.on_save(args, self.state, self.control)
+        # under torchrun every rank must stop at the same step (the checkpoint is collective)
+        self._signal_received = self.dist.agreed_signal(self._signal_received)
         if self._signal_received is not None:
             self._stop_on_signal()
 
@@ -594,12 +631,15 @@ class Trainer:
         if self.precision.scaler is not None:
             return
         self.state.skipped_nonfinite_steps = int(self._nonfinite_total.item())
-        run = int(self._nonfinite_run.item())
-        if run >= self.args.max_consecutive_nonfinite_steps:
+        run, worst = torch.stack([self._nonfinite_run, self._nonfinite_worst]).tolist()
+        limit = self.args.max_consecutive_nonfinite_steps
+        if max(run, worst) >= limit:
             last = self.state.best_model_checkpoint or self._last_checkpoint_path() or "none yet"
+            where = f"up to step {self.state.global_step}" if run >= limit else \
+                f"ending before step {self.state.global_step - run}"
             raise NonFiniteLossError(
-                f"The loss or gradients were NaN/inf for {run} consecutive steps (up to step "
-                f"{self.state.global_step}); those updates were skipped and training stopped. Last good checkpoint: "
+                f"The loss or gradients were NaN/inf for {max(run, worst)} consecutive steps ({where}); those "
+                f"updates were skipped and training stopped. Last good checkpoint: "
                 f"{last}. Lower learning_rate, keep max_grad_norm on, check the data for bad values, or use bf16 "
                 f"instead of fp16. (max_consecutive_nonfinite_steps={self.args.max_consecutive_nonfinite_steps})")
 
@@ -667,9 +707,12 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         num_samples = 0
         preds_host, labels_host, inputs_host = [], [], []
-        for inputs in dataloader:
+        real_batches = getattr(getattr(dataloader, "batch_sampler", None), "num_real_batches", None)
+        for step, inputs in enumerate(dataloader):
             batch_size = _batch_size(inputs)
             loss, logits, labels = self.prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            if real_batches is not None and step >= real_batches:
+                continue  # a padding batch: run so that every rank runs as many forwards (FSDP2), then dropped
             if loss is not None:
                 loss_sum += loss.detach().to(torch.float64) * batch_size
             if logits is not None:
@@ -686,12 +729,18 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         predictions = _concat_to_numpy(preds_host) if preds_host else None
         label_ids = _concat_to_numpy(labels_host) if labels_host else None
-        if self.dist.enabled:
-            predictions, label_ids, loss_sum, num_samples = self._gather_predictions(
-                predictions, label_ids, loss_sum, num_samples)
+        eval_inputs = _concat_to_numpy(inputs_host) if inputs_host else None
+        # every rank gets all outputs, in rank order (= the single-process order); an iterable eval set is not
+        # sharded (every rank evaluates all of it), so there is nothing to gather
+        if self.dist.enabled and not is_iterable_dataset(getattr(dataloader, "dataset", None)):
+            predictions, label_ids, loss_sum, num_samples, eval_inputs = self._gather_predictions(
+                predictions, label_ids, loss_sum, num_samples, eval_inputs)
+        # batches ran sorted by length: back to dataset order (the order spans all ranks' gathered outputs)
+        inverse_order = getattr(getattr(dataloader, "batch_sampler", None), "inverse_order", None)
+        predictions, label_ids = restore_order(predictions, inverse_order), restore_order(label_ids, inverse_order)
+        eval_inputs = restore_order(eval_inputs, inverse_order)
         metrics: dict[str, Any] = {}
         if self.compute_metrics is not None and predictions is not None and label_ids is not None:
-            eval_inputs = _concat_to_numpy(inputs_host) if inputs_host else None
             result = self.compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids,
                                                          inputs=eval_inputs))
             metrics = _check_metrics(result)
@@ -703,14 +752,15 @@ class Trainer:
             self.model.to(torch.float32)
         return _EvalLoopOutput(predictions, label_ids, metrics, num_samples)
 
-    def _gather_predictions(self, predictions, label_ids, loss_sum, num_samples):
-        parts = self.dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples))
-        preds = [p for p, _, _, _ in parts if p is not None]
-        labels = [l for _, l, _, _ in parts if l is not None]
-        predictions = _concat_to_numpy([np.asarray(p) for p in preds]) if preds else None
-        label_ids = _concat_to_numpy([np.asarray(l) for l in labels]) if labels else None
+    def _gather_predictions(self, predictions, label_ids, loss_sum, num_samples, inputs=None):
+        """All ranks' outputs concatenated in rank order (ranks hold contiguous runs of the batches, so
+        this is the single-process order); a rank without rows contributes nothing."""
+        parts = self.dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs))
+        def cat(i):
+            found = [p[i] for p in parts if p[i] is not None]
+            return _concat_to_numpy(found) if found else None
         total_loss = torch.tensor(sum(p[2] for p in parts), dtype=torch.float64)
-        return predictions, label_ids, total_loss, sum(p[3] for p in parts)
+        return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
 
     def prediction_step(self, model, inputs: dict, prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None):
@@ -780,10 +830,13 @@ class Trainer:
         if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = path
         self.state.stateful_callbacks = self._callback_states()
+        # FSDP2: collective, the full state gathered on rank 0; otherwise the model and optimizer themselves
+        model_view, optimizer_view = self.dist.state_for_saving(self.model, None if args.save_only_model else self.optimizer)
+        saved = True
         if self.dist.is_main_process or args.save_on_each_node:
             try:
                 ckpt.save_checkpoint(
-                    path, model=unwrap_model(self.model), optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+                    path, model=model_view, optimizer=optimizer_view, lr_scheduler=self.lr_scheduler,
                     scaler=self.precision.scaler, trainer_state=self.state.to_dict(), training_args=args.to_dict(),
                     processing_class=self.processing_class, save_only_model=args.save_only_model,
                     extra={"world_size": self.dist.world_size, "total_loss": float(self._total_loss.item()),
@@ -794,12 +847,13 @@ class Trainer:
                     raise
                 logger.error("Saving checkpoint %s failed: %s. The previous checkpoint is intact; training goes "
                              "on and the save is retried at the next save point (on_save_error='stop' stops instead).",
-                             path, e)
-                self.state.best_model_checkpoint = previous_best
-                return
-            if args.save_total_limit is not None:
+                             path, str(e).rstrip("."))
+                saved = False
+            if saved and args.save_total_limit is not None:
                 ckpt.rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
-        self.dist.barrier()
+        del model_view, optimizer_view
+        if not self.dist.all_true(saved):  # collective (the barrier): every rank learns whether the write worked
+            self.state.best_model_checkpoint = previous_best
 
     def _callback_states(self) -> dict:
         states = {}
@@ -811,16 +865,15 @@ class Trainer:
 
     def _load_from_checkpoint(self, path: str, max_steps: int):
         from . import checkpoint as ckpt
-        loaded = ckpt.load_checkpoint(path, model=unwrap_model(self.model), optimizer=self.optimizer,
+        from .distributed import resume_mismatches
+        model_view, optimizer_view = self.dist.state_for_loading(self.model, self.optimizer)  # FSDP2: every rank loads
+        loaded = ckpt.load_checkpoint(path, model=model_view, optimizer=optimizer_view,
                                       lr_scheduler=self.lr_scheduler, scaler=self.precision.scaler)
         saved_args = loaded.get("training_args") or {}
         extra = loaded.get("extra") or {}
-        mismatches = []
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-            if name in saved_args and saved_args[name] != getattr(self.args, name):
-                mismatches.append(f"{name}: checkpoint {saved_args[name]}, now {getattr(self.args, name)}")
-        if extra.get("world_size", 1) != self.dist.world_size:
-            mismatches.append(f"world size: checkpoint {extra.get('world_size')}, now {self.dist.world_size}")
+        # the checkpoint holds the full state: the world size may change if the global batch does not
+        mismatches = resume_mismatches(saved_args, extra.get("world_size", 1), self.args, self.dist.world_size,
+                                       len(self.train_dataset) if has_length(self.train_dataset) else None)
         if mismatches and not self.args.ignore_data_skip:
             raise CheckpointError(f"Cannot resume exactly from {path}: " + "; ".join(mismatches) +
                                   ". Use the same values to resume, or start a new run from the weights.")
@@ -846,13 +899,14 @@ class Trainer:
         if path and os.path.isdir(path):
             if self.dist.is_main_process:
                 logger.info("Loading the best model from %s (%s=%s).", path, self._metric_key(), self.state.best_metric)
-            load_model_weights(path, unwrap_model(self.model))
+            load_model_weights(path, self.dist.state_for_loading(self.model)[0])
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         from .checkpoint import save_model_dir
         output_dir = output_dir or self.args.output_dir
+        model_view, _ = self.dist.state_for_saving(self.model)  # FSDP2: collective, gathered on rank 0
         if self.dist.is_main_process:
-            save_model_dir(output_dir, unwrap_model(self.model), self.processing_class)
+            save_model_dir(output_dir, model_view, self.processing_class)
         self.dist.barrier()
 
     def save_state(self):
@@ -897,9 +951,10 @@ class Trainer:
         self._save_checkpoint()
         self._restore_signal_handlers()
         self.callback_handler.on_save(self.args, self.state, self.control)
-        print(f"Checkpoint written to {os.path.join(self.args.output_dir, f'checkpoint-{self.state.global_step}')}. "
-              f"Resume with: trainer.train(resume_from_checkpoint=True)  (CLI: trainwright train CONFIG --resume)",
-              file=sys.stderr, flush=True)
+        if self.dist.is_main_process:
+            print(f"Checkpoint written to {os.path.join(self.args.output_dir, f'checkpoint-{self.state.global_step}')}. "
+                  f"Resume with: trainer.train(resume_from_checkpoint=True)  (CLI: trainwright train CONFIG --resume)",
+                  file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     # ================================================================== console

@@ -1,0 +1,38 @@
+"""torchrun --nproc_per_node=2 ddp_checks.py OUT [--train-only]
+
+1. DDP, 2 ranks x 8 rows, 20 steps (a checkpoint at step 10): writes OUT/ddp/model.safetensors,
+   OUT/ddp/logs.json (rank 0's logged losses) and OUT/ddp/checkpoint-10.
+2. evaluate/predict with a fresh seeded model (identical on every side) on an odd-sized set and on a
+   set with fewer batches than ranks: OUT/eval.json.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def main():
+    out = sys.argv[1]
+    train_only = "--train-only" in sys.argv
+    from trainwright import Trainer
+    tok = common.tokenizer()
+    args = common.train_args(os.path.join(out, "ddp"), save_strategy="steps", save_steps=common.STOP_AT)
+    trainer = Trainer(common.make_model(tok), args, train_dataset=common.train_data(tok), processing_class=tok)
+    trainer.train()
+    trainer.save_model()
+    if common.rank() == 0:
+        common.dump(os.path.join(out, "ddp", "logs.json"),
+                    {"logs": common.train_logs(trainer), "world_size": trainer.dist.world_size,
+                     "wrapped": type(trainer.model_wrapped).__name__})
+    if train_only:
+        return
+    evaluator = Trainer(common.make_model(tok, seed=3), common.train_args(os.path.join(out, "eval")),
+                        processing_class=tok, compute_metrics=common.accuracy)
+    record = common.evaluation_record(evaluator, tok)
+    if common.rank() == 0:
+        common.dump(os.path.join(out, "eval.json"), record)
+
+
+if __name__ == "__main__":
+    main()
