@@ -100,7 +100,8 @@ def run_one(kind: str, setting: str, opts, tokenizer, train, dev, extra_args: di
             acc = metrics.get("eval_accuracy", float("nan"))
     if handle is not None:
         handle.remove()
-    rows = len(train) * opts.epochs
+    # rows trained on: counted at the model's forward (exact with max_steps and token budgets)
+    rows = stats["rows"] if stats is not None and stats["rows"] else len(train) * opts.epochs
     row = {"kind": kind, "setting": setting, "train_s": train_s, "samples_s": rows / train_s,
            "steps": result.global_step, "step_s": timer.steady(), "eval_s": eval_s,
            "eval_samples_s": len(dev) / eval_s if evaluate else float("nan"), "accuracy": acc,

@@ -318,8 +318,8 @@ def test_unseen_validation_label(tiny_model, tmp_path):
 
 def test_task_and_model_errors(tiny_model, tmp_path):
     path = write_config(tmp_path / "c.yaml", _base_config(tmp_path, tiny_model))
-    with pytest.raises(ConfigError, match="seq2seq is not available yet"):
-        cli.load_config(str(path), ["task=seq2seq"])
+    with pytest.raises(ConfigError, match="seq2seq scores generated text"):
+        cli.load_config(str(path), ["task=seq2seq", "metrics=[accuracy]"])
     with pytest.raises(ConfigError, match="Did you mean 'text-classification'"):
         cli.load_config(str(path), ["task=text-clasification"])
     with pytest.raises(ConfigError, match="Unknown metric 'acuracy'"):

@@ -171,7 +171,7 @@ def test_failed_saves_continue_and_keep_the_previous_checkpoint(tmp_path, tokeni
         load_checkpoint(out / name, model=make_tiny_model())  # complete and verified
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("checkpoint-6" in m and "No space left on device" in m and "free disk space" in m
-               and "previous checkpoint is intact" in m for m in errors), errors
+               and "earlier checkpoint is intact" in m for m in errors), errors
     assert any("checkpoint-9" in m and "Input/output error" in m for m in errors), errors
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError, TrainwrightError
 
-TOP_KEYS = ("model", "tokenizer", "task", "data", "training", "metrics", "output_dir")
+TOP_KEYS = ("model", "tokenizer", "task", "data", "training", "metrics", "output_dir", "model_config")
 COMMON_DATA_KEYS = (
     "train", "validation", "test", "dataset", "dataset_config",
     "text_column", "text_columns", "label_column", "label_names", "id_column",
@@ -85,12 +85,20 @@ class RunConfig:
         self.path = path
         self.config_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
         _check_keys(raw, TOP_KEYS, "", path)
-        if "model" not in raw or raw["model"] in (None, ""):
+        self.model_config = raw.get("model_config")
+        if self.model_config is not None:  # a new model built from a config (tokenizer: names the vocabulary)
+            if raw.get("model") not in (None, ""):
+                raise ConfigError(f"{path}: set either model: (a pretrained model) or model_config: (a new model "
+                                  "built from a config), not both; `--set model_config=null tokenizer=null` drops the latter.")
+            if raw.get("tokenizer") in (None, ""):
+                raise ConfigError(f"{path}: model_config: needs tokenizer: (a tokenizer directory, a Hub id or "
+                                  f"{MINILM_ALIASES[0]}) for the vocabulary.")
+        elif "model" not in raw or raw["model"] in (None, ""):
             raise ConfigError(f"{path}: 'model' is missing: set model: to a local model directory, a Hub id, "
                               f"or {MINILM_ALIASES[0]} (the bundled MiniLM).")
-        if not isinstance(raw["model"], str):
+        if self.model_config is None and not isinstance(raw["model"], str):
             raise ConfigError(f"{path}: model: must be a directory or a Hub id (a string); got {raw['model']!r}.")
-        self.model = raw["model"]
+        self.model = raw.get("model")
         self.tokenizer = raw.get("tokenizer")
         try:
             self.task = get_task(raw.get("task"))
@@ -98,6 +106,12 @@ class RunConfig:
             raise ConfigError(f"{path}: {e}") from e
         if not self.task.available:
             raise ConfigError(f"{path}: {self.task.error()}")
+        if self.model_config is not None:
+            from .tasks import check_model_config
+            try:
+                check_model_config(self.model_config, self.task)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from e
 
         data = raw.get("data")
         if not isinstance(data, dict):
@@ -124,6 +138,7 @@ class RunConfig:
         metrics = raw["metrics"] if "metrics" in raw else list(self.task.default_metrics)
         try:
             self.metrics = load_metrics(metrics)
+            self.task.check_metrics(self.metrics)
         except (ConfigError, ImportError) as e:
             raise ConfigError(f"{path}: metrics: {e}") from e
 
@@ -156,15 +171,15 @@ class RunConfig:
     def training_args(self, has_validation: bool | None = None, **overrides):
         """TrainingArguments from training:, with the CLI's defaults: report_to none, and
         eval_strategy epoch when there is validation data and the config does not choose one."""
-        from .args import TrainingArguments
+        arguments_class = self.task.arguments_class()  # Seq2SeqTrainingArguments for the generating tasks
         if has_validation is None:
             has_validation = self.has_validation()
-        kwargs = {**self.training, **overrides}
+        kwargs = {**self.task.training_defaults(self.data), **self.training, **overrides}
         kwargs.setdefault("report_to", "none")
         if has_validation and "eval_strategy" not in kwargs and "evaluation_strategy" not in kwargs:
             kwargs["eval_strategy"] = "epoch"
         try:
-            return TrainingArguments(output_dir=self.output_dir, **kwargs)
+            return arguments_class(output_dir=self.output_dir, **kwargs)
         except ConfigError as e:
             raise ConfigError(f"{self.path}: training: {e}") from e
         except TypeError as e:
@@ -329,6 +344,11 @@ class DataLoader:
 
     def _load_file(self, split: str, value: str):
         import datasets
+        custom = self.cfg.task.read_split(self.cfg, split, value)  # CoNLL, plain text, parallel text files
+        if custom is not None:
+            return custom
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"data.{split} must be a file or directory path; got {value!r}.")
         path = self.cfg.resolve_path(value)
         where = f"data.{split} ({value})"
         if not os.path.exists(path):
@@ -478,11 +498,7 @@ class DataLoader:
 
 def required_columns(cfg: RunConfig, with_labels: bool) -> list[tuple[str, str]]:
     """(column, config key) pairs a split must have."""
-    d, task = cfg.data, cfg.task
-    cols = [(c, "data.text_columns" if d.get("text_columns") else "data.text_column") for c in task.input_columns(d)]
-    if with_labels and task.needs_label_column:
-        cols.append((d.get("label_column") or "label", "data.label_column"))
-    return cols
+    return cfg.task.required_columns(cfg.data, with_labels)
 
 
 def check_split_columns(cfg: RunConfig, ds, where: str, with_labels: bool) -> None:
@@ -513,9 +529,10 @@ def tokenize_split(cfg: RunConfig, ds, split: str, tokenizer, info, with_labels:
     an unchanged rerun loads the file instead of tokenizing again."""
     quiet = quiet or not _main_process()
     task, d = cfg.task, cfg.data
+    extra = task.cache_key(d)  # the task's own settings (block_size, source_prefix, ...)
     fingerprint = _hash(CACHE_VERSION, ds._fingerprint, _tokenizer_identity(tokenizer), task.name,
                         task.input_columns(d), d.get("label_column"), d.get("max_length"), with_labels,
-                        info.names, info.label_names, info.regression)
+                        info.names, info.label_names, info.regression, *([extra] if extra is not None else []))
     folder = os.path.join(cfg.cache_dir, "tokenized")
     os.makedirs(folder, exist_ok=True)
     cache_file = os.path.join(folder, f"{split}-{fingerprint}.arrow")
@@ -540,7 +557,6 @@ def _row_ids(cfg: RunConfig, ds, source_rows=None) -> list:
 # ====================================================================== commands
 def run_train(cfg: RunConfig, resume=None) -> dict:
     """The whole fine-tuning run; returns the evaluation metrics (empty without a validation set)."""
-    from .trainer import Trainer
     task = cfg.task
     if resume is True:
         from .checkpoint import latest_checkpoint
@@ -551,7 +567,7 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
         resume = cfg.resolve_path(resume)
         if not os.path.isdir(resume):
             raise ConfigError(f"--resume {resume}: no such checkpoint directory.")
-    model_path = resolve_model(cfg.model, cfg)
+    model_path = resolve_model(cfg.model, cfg) if cfg.model_config is None else None
     tokenizer_path = resolve_model(cfg.tokenizer, cfg) if cfg.tokenizer else model_path
 
     loader = DataLoader(cfg)
@@ -565,15 +581,20 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
         task.check_labels(validation, cfg.data, info, loader.where["validation"], loader.where["train"])
     args = cfg.training_args(has_validation=validation is not None)
 
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = task.prepare_tokenizer(load_tokenizer(tokenizer_path))
     train_tok = tokenize_split(cfg, train, "train", tokenizer, info, with_labels=True)
     eval_tok = tokenize_split(cfg, validation, "validation", tokenizer, info, with_labels=True) \
         if validation is not None else None
 
-    model = _from_pretrained(lambda p: task.load_model(p, info), model_path, "model")
-    trainer = Trainer(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
-                      processing_class=tokenizer, data_collator=task.data_collator(tokenizer, cfg.data),
-                      compute_metrics=task.compute_metrics(cfg.metrics, info))
+    if cfg.model_config is not None:  # a new model, e.g. a tiny Llama with the tokenizer's vocabulary
+        model = task.model_from_config(cfg.model_config, tokenizer, info, seed=args.seed)
+    else:
+        model = _from_pretrained(lambda p: task.load_model(p, info), model_path, "model")
+    model = task.prepare_model(model, tokenizer)
+    trainer = task.trainer_class()(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
+                                   processing_class=tokenizer,
+                                   data_collator=task.collator(tokenizer, cfg.data, model=model),
+                                   compute_metrics=task.metrics_function(cfg.metrics, info, tokenizer))
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_metrics("train", result.metrics)
     metrics = {}
@@ -612,7 +633,7 @@ def _write_run_config(cfg: RunConfig) -> None:
         yaml.safe_dump(cfg.raw, f, sort_keys=False, allow_unicode=True)
 
 
-def _load_trained(cfg: RunConfig, model_dir: str | None):
+def _load_trained(cfg: RunConfig, model_dir: str | None, predict: bool = False):
     from .tasks import LabelInfo
     path = cfg.resolve_path(model_dir) if model_dir else cfg.output_dir
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -622,20 +643,23 @@ def _load_trained(cfg: RunConfig, model_dir: str | None):
     has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json",
                                                                         "vocab.txt"))
     tokenizer = load_tokenizer(path if has_tokenizer else resolve_model(cfg.tokenizer or cfg.model, cfg))
+    tokenizer = cfg.task.prepare_tokenizer(tokenizer, predict=predict)  # e.g. left padding for generation
     import transformers
     model = _from_pretrained(getattr(transformers, cfg.task.model_class).from_pretrained, path, "model")
+    model = cfg.task.prepare_model(model, tokenizer)
     label_names = [str(n) for n in cfg.data["label_names"]] if cfg.data.get("label_names") else None
     info = LabelInfo.from_model_config(model.config, label_names)
     return path, model, tokenizer, info
 
 
-def _eval_trainer(cfg: RunConfig, model, tokenizer, info, eval_dataset=None):
-    from .trainer import Trainer
+def _eval_trainer(cfg: RunConfig, model, tokenizer, info, eval_dataset=None, predict: bool = False):
+    task = cfg.task
     args = cfg.training_args(has_validation=False, eval_strategy="no", save_strategy="no",
-                             load_best_model_at_end=False, eval_on_start=False, write_report=False)
-    return Trainer(model=model, args=args, eval_dataset=eval_dataset, processing_class=tokenizer,
-                   data_collator=cfg.task.data_collator(tokenizer, cfg.data),
-                   compute_metrics=cfg.task.compute_metrics(cfg.metrics, info))
+                             load_best_model_at_end=False, eval_on_start=False, write_report=False,
+                             **(task.predict_overrides(cfg.data) if predict else {}))
+    return task.trainer_class()(model=model, args=args, eval_dataset=eval_dataset, processing_class=tokenizer,
+                                data_collator=task.collator(tokenizer, cfg.data, model=model, predict=predict),
+                                compute_metrics=task.metrics_function(cfg.metrics, info, tokenizer))
 
 
 def _pick_split(cfg: RunConfig, loader: DataLoader, split: str | None, default_order) -> tuple[str, Any]:
@@ -676,22 +700,22 @@ def run_predict(cfg: RunConfig, model_dir=None, split=None, output=None) -> str:
     ext = os.path.splitext(output)[1].lower()
     if ext not in (".csv", ".jsonl"):
         raise ConfigError(f"--output {output}: write predictions to a .csv or .jsonl file.")
-    path, model, tokenizer, info = _load_trained(cfg, model_dir)
+    path, model, tokenizer, info = _load_trained(cfg, model_dir, predict=True)
     loader = DataLoader(cfg)
     name, ds = _pick_split(cfg, loader, split, ("test", "validation"))
     where = loader.where[name]
     check_split_columns(cfg, ds, where, with_labels=False)
-    label_col = cfg.data.get("label_column") or "label"
-    has_gold = cfg.task.needs_label_column and label_col in ds.column_names
+    label_col = cfg.task.label_column(cfg.data)
+    has_gold = cfg.task.needs_label_column and label_col is not None and label_col in ds.column_names
     if has_gold:
         cfg.task.check_labels(ds, cfg.data, info, where, f"the model in {path}")
     tok = tokenize_split(cfg, ds, name, tokenizer, info, with_labels=False)
-    trainer = _eval_trainer(cfg, model, tokenizer, info)
-    out = trainer.predict(tok)
+    trainer = _eval_trainer(cfg, model, tokenizer, info, predict=True)
+    out = trainer.predict(tok, **cfg.task.predict_kwargs(cfg.data))
     if not _main_process():
         return output
-    rows = cfg.task.prediction_rows(out.predictions, _row_ids(cfg, ds, loader.source_rows.get(name)), info,
-                                    list(ds[label_col]) if has_gold else None)
+    rows = cfg.task.rows_from_output(out, _row_ids(cfg, ds, loader.source_rows.get(name)), info,
+                                     list(ds[label_col]) if has_gold else None, tokenizer, ds, cfg.data)
     write_rows(rows, output)
     print(f"{len(rows):,} predictions for {where} written to {output}", flush=True)
     return output
@@ -706,7 +730,8 @@ def write_rows(rows: list[dict], output: str) -> None:
         return
     flat = []
     for row in rows:
-        r = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        r = {k: (" ".join(map(str, v)) if isinstance(v, list) else v)  # a tag sequence: space-separated
+             for k, v in row.items() if not isinstance(v, dict)}
         for k, v in row.items():
             if isinstance(v, dict):
                 prefix = "prob" if k == "probabilities" else k
@@ -755,7 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="write predictions for the test (or validation) split",
                        description="Predict with the model in output_dir (or --model DIR) and write one row per "
-                                   "input: id, predicted label, probability per label.")
+                                   "input: id, predicted label and probability per label (classification), the "
+                                   "tag of every word (token-classification) or the generated text (causal-lm, "
+                                   "seq2seq).")
     p.add_argument("config", metavar="CONFIG.yaml")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the config's output_dir)")
     p.add_argument("--split", choices=("test", "validation"), help="which split (default: test if configured, "

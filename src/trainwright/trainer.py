@@ -390,6 +390,8 @@ class Trainer:
         self._total_loss = torch.zeros((), device=self.device)  # sum of step losses over the run
         self._log_loss = torch.zeros((), device=self.device)    # since the last log
         self._log_steps = 0
+        self._total_finite = torch.zeros((), device=self.device)  # steps whose loss was finite (NaN/inf are
+        self._log_finite = torch.zeros((), device=self.device)    # left out of the logged mean, as HF does)
         self._nonfinite_total = torch.zeros((), dtype=torch.long, device=self.device)
         self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
         self._nonfinite_worst = torch.zeros((), dtype=torch.long, device=self.device)  # longest run so far
@@ -401,6 +403,8 @@ class Trainer:
             self._total_loss.fill_(extra.get("total_loss", 0.0))
             self._log_loss.fill_(extra.get("log_loss", 0.0))
             self._log_steps = extra.get("log_steps", 0)
+            self._total_finite.fill_(extra.get("total_finite", self.state.global_step))
+            self._log_finite.fill_(extra.get("log_finite", self._log_steps))
             self._nonfinite_total.fill_(extra.get("nonfinite_total", 0))
             if "total_loss" not in extra:
                 steps_at_start = self.state.global_step
@@ -433,8 +437,9 @@ class Trainer:
         if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
             self._load_best_model()
         runtime = time.time() - start_time
+        total, finite = torch.stack([self._total_loss, self._total_finite]).tolist()  # one read
+        train_loss = total / finite if finite else float("nan")
         steps_done = max(self.state.global_step - steps_at_start, 1)
-        train_loss = float(self._total_loss.item()) / steps_done
         samples = self.state.samples_seen
         metrics = {
             "train_runtime": round(runtime, 4),
@@ -469,8 +474,12 @@ class Trainer:
             if not last:
                 self.control = self.callback_handler.on_substep_end(args, self.state, self.control)
         step_loss = self.dist.mean_over_ranks(step_loss)  # every rank logs the global batch's loss
+        finite = torch.isfinite(step_loss)
+        step_loss = torch.where(finite, step_loss, torch.zeros_like(step_loss))
         self._log_loss += step_loss
         self._total_loss += step_loss
+        self._log_finite += finite
+        self._total_finite += finite
 
         self.control = self.callback_handler.on_pre_optimizer_step(args, self.state, self.control)
         self.precision.unscale_(self.optimizer)
@@ -598,12 +607,14 @@ class Trainer:
     def _maybe_log_save_evaluate(self, model, ignore_keys_for_eval, epoch_end: bool = False):
         args = self.args
         if self.control.should_log and self._log_steps > 0:
-            logs = {"loss": round(float(self._log_loss.item()) / self._log_steps, 4)}
+            total, finite = torch.stack([self._log_loss, self._log_finite]).tolist()  # one read
+            logs = {"loss": round(total / finite, 4) if finite else float("nan")}
             if self._grad_norm is not None:
                 logs["grad_norm"] = float(self._grad_norm.item())
             logs["learning_rate"] = self._get_learning_rate()
             logs.update(self._throughput.read())
             self._log_loss.zero_()
+            self._log_finite.zero_()
             self._log_steps = 0
             self._check_nonfinite()
             self.log(logs)
@@ -841,11 +852,13 @@ class Trainer:
                     processing_class=self.processing_class, save_only_model=args.save_only_model,
                     extra={"world_size": self.dist.world_size, "total_loss": float(self._total_loss.item()),
                            "log_loss": float(self._log_loss.item()), "log_steps": self._log_steps,
+                           "total_finite": float(self._total_finite.item()),
+                           "log_finite": float(self._log_finite.item()),
                            "nonfinite_total": int(self._nonfinite_total.item())})
             except CheckpointError as e:
                 if args.on_save_error == "stop":
                     raise
-                logger.error("Saving checkpoint %s failed: %s. The previous checkpoint is intact; training goes "
+                logger.error("Saving checkpoint %s failed: %s. Training goes "
                              "on and the save is retried at the next save point (on_save_error='stop' stops instead).",
                              path, str(e).rstrip("."))
                 saved = False
