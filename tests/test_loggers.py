@@ -402,13 +402,23 @@ def _item_key(item):
     return "/".join(item.nested_key) if item.nested_key else item.key
 
 
-def test_wandb_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_PROJECT", "trainwright-test")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    wandb = pytest.importorskip("wandb")
+def test_wandb_offline(tmp_path):
+    """wandb keeps process-wide state (its service, settings, the current run) that earlier tests in the
+    same pytest process can leave behind, so the check runs in a fresh interpreter."""
+    pytest.importorskip("wandb")
+    import subprocess
+    import sys
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "trainwright-test",
+           "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    code = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); import test_loggers; "
+            "test_loggers._wandb_offline_body(pathlib.Path(sys.argv[2]))")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _wandb_offline_body(tmp_path):
+    import wandb
 
     (cb,) = get_reporting_callbacks("wandb")
     args = make_args(tmp_path / "out")
