@@ -25,7 +25,7 @@ def parse():
     p.add_argument("--imdb-rows", type=int, default=None)
     p.add_argument("--sst2-rows", type=int, default=None)
     p.add_argument("--sets", default="sst2,imdb")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-docs", action="store_true")
     return p.parse_args()

@@ -981,7 +981,9 @@ class Trainer:
         lines = ["***** Running training *****",
                  f"  Num examples = {num_examples:,}",
                  f"  Num Epochs = {num_epochs if num_epochs != sys.maxsize else 'unknown (iterable)'}",
-                 f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}",
+                 f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}"
+                 if not args.max_tokens_per_batch else
+                 f"  Instantaneous batch per device = up to {args.max_tokens_per_batch:,} padded tokens (max_tokens_per_batch)",
                  f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch:,}",
                  f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}",
                  f"  Total optimization steps = {max_steps:,}",
