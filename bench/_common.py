@@ -275,3 +275,35 @@ def write_section(key: str, title: str, body: str, path: Path = DOCS) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
     print(f"\nwrote section {key!r} of {path}")
+
+
+# ------------------------------------------------------------------------------------ aggregation
+_FASTEST_MAX = ("samples_s", "tokens_s")
+_FASTEST_MIN = ("train_s", "eval_s", "step_s", "s")
+
+
+def best_of(rows: list[dict]) -> dict:
+    """Aggregate repeated runs the way timeit does: on a shared machine other jobs only ever slow a run
+    down, so the fastest run is the least disturbed one. Throughputs: the maximum; times: the minimum;
+    everything else (accuracy, loss, padding, memory, steps): the median."""
+    import math
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        vals = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
+        if not vals:
+            continue
+        if key.endswith(_FASTEST_MAX):
+            out[key] = max(vals)
+        elif key in _FASTEST_MIN:
+            out[key] = min(vals)
+        else:
+            med = statistics.median(vals)
+            out[key] = int(med) if all(isinstance(v, int) for v in vals) and float(med).is_integer() else med
+    return out
+
+
+def spread(rows: list[dict], key: str, digits: int = 1) -> str:
+    """Every run's value, in run order (shows the noise)."""
+    return " / ".join(f"{r[key]:,.{digits}f}" for r in rows)
