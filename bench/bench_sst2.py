@@ -9,10 +9,11 @@ on all 872 dev sentences. The two trainers alternate (HF first in even repeats, 
 start from the same weights (the classifier head is seeded) and read the same tokenized datasets.
 
 * defaults: only output_dir, per_device_train_batch_size=32, num_train_epochs=1 and save_strategy="no"
-  (and report_to="none", disable_tqdm) are set, for both.
+  (and report_to="none", disable_tqdm) are set, for both. Each trainer's own defaults apply: transformers'
+  random batches, trainwright's length-grouped ones (train_sampling_strategy="auto").
 * best: HF with train_sampling_strategy="group_by_length", optim="adamw_torch_fused" and bf16 where the
-  hardware has it; ours with max_tokens_per_batch (32 x the mean row length: about as many steps as
-  batch 32) and the same bf16 choice (and torch_compile with --compile).
+  hardware has it; ours with its default length-grouped batches, fused AdamW and the same bf16 choice
+  (with --max-tokens N also max_tokens_per_batch=N, with --compile also torch_compile=True).
 
 Appends/replaces a section of docs/benchmarks.md (--no-docs to skip).
 """
@@ -35,8 +36,8 @@ def parse():
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=1, help="alternating repeats of every setting (the fastest run reported, all runs listed)")
     p.add_argument("--settings", default="defaults,best", help="comma list of: defaults, best")
-    p.add_argument("--max-tokens", type=int, default=None, help="ours' max_tokens_per_batch in 'best' (default: "
-                   "batch size x mean padded row length)")
+    p.add_argument("--max-tokens", type=int, default=None, help="ours also with max_tokens_per_batch=N in 'best' "
+                   "(0: batch size x mean row length; default: no token budget)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="bf16 autocast in 'best' for both (auto: where the hardware has bf16)")
     p.add_argument("--compile", action="store_true", help="ours with torch_compile=True in 'best'")
@@ -74,15 +75,17 @@ def trainer_classes(kind):
     return Trainer, TrainingArguments, TrainerCallback
 
 
-def run_one(kind: str, setting: str, opts, tokenizer, train, dev, extra_args: dict, evaluate: bool = True) -> dict:
+def run_one(kind: str, setting: str, opts, tokenizer, train, dev, extra_args: dict, evaluate: bool = True,
+            seed: int | None = None) -> dict:
     Trainer, TrainingArguments, TrainerCallback = trainer_classes(kind)
+    seed = opts.seed if seed is None else seed
     C.fresh_gc()
     out = tempfile.mkdtemp(prefix=f"bench_{kind}_")
     kw = dict(output_dir=out, per_device_train_batch_size=opts.batch_size, num_train_epochs=opts.epochs,
-              save_strategy="no", report_to="none", disable_tqdm=True, seed=opts.seed)
+              save_strategy="no", report_to="none", disable_tqdm=True, seed=seed)
     kw.update(extra_args)
     args = TrainingArguments(**kw)
-    model = make_model(opts.seed)
+    model = make_model(seed)
     timer = C.StepTimer()
     stats, handle = (None, None) if extra_args.get("torch_compile") else C.batch_stats_spy(model)
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
@@ -101,7 +104,7 @@ def run_one(kind: str, setting: str, opts, tokenizer, train, dev, extra_args: di
         handle.remove()
     # rows trained on: counted at the model's forward (exact with max_steps and token budgets)
     rows = stats["rows"] if stats is not None and stats["rows"] else len(train) * opts.epochs
-    row = {"kind": kind, "setting": setting, "train_s": train_s, "samples_s": rows / train_s,
+    row = {"kind": kind, "setting": setting, "seed": seed, "train_s": train_s, "samples_s": rows / train_s,
            "steps": result.global_step, "step_s": timer.steady(), "eval_s": eval_s,
            "eval_samples_s": len(dev) / eval_s if evaluate else float("nan"), "accuracy": acc,
            "peak_mib": mem.mib, "train_loss": result.training_loss}
@@ -110,7 +113,7 @@ def run_one(kind: str, setting: str, opts, tokenizer, train, dev, extra_args: di
         row["padding"] = 1 - stats["tokens"] / stats["padded"]
     else:
         row["tokens_s"] = row["padding"] = float("nan")
-    print(f"  {kind:>4} {setting:<8} train {train_s:7.1f}s  {row['samples_s']:6.1f} samples/s  "
+    print(f"  {kind:>4} {setting:<8} seed {seed} train {train_s:7.1f}s  {row['samples_s']:6.1f} samples/s  "
           f"padding {row['padding']:.1%}  eval {eval_s:6.1f}s  acc {acc:.4f}  peak {mem.mib:,.0f} MiB", flush=True)
     del trainer, model
     C.fresh_gc()
@@ -121,9 +124,12 @@ def settings(opts, info, train) -> dict[str, dict[str, dict]]:
     import numpy as np
     bf16 = opts.bf16 == "on" or (opts.bf16 == "auto" and (info["bf16_cpu"] or bool(info["gpu"])))
     mean_len = float(np.mean([len(x) for x in train["input_ids"]]))
-    budget = opts.max_tokens or int(round(opts.batch_size * mean_len))
+    budget = opts.max_tokens or int(round(opts.batch_size * mean_len))  # --max-tokens 0: about batch-size steps
     best_hf = {"train_sampling_strategy": "group_by_length", "optim": "adamw_torch_fused", "bf16": bf16}
-    best_ours = {"max_tokens_per_batch": budget, "optim": "adamw_torch_fused", "bf16": bf16}
+    # ours: the default length-grouped batches (the same steps as HF's group_by_length); a token budget on request
+    best_ours = {"optim": "adamw_torch_fused", "bf16": bf16}
+    if opts.max_tokens is not None:
+        best_ours["max_tokens_per_batch"] = budget
     if bf16 and not info["gpu"]:  # transformers asks for use_cpu=True to autocast to bf16 on a CPU
         best_hf["use_cpu"] = best_ours["use_cpu"] = True
     if opts.compile:
@@ -180,15 +186,17 @@ def main_compare(opts):
         print(f"[{setting}] hf: {plan[setting]['hf'] or 'defaults'}; ours: {plan[setting]['ours'] or 'defaults'}")
         for r in range(opts.repeats):
             for kind in (("hf", "ours") if r % 2 == 0 else ("ours", "hf")):
-                results[setting][kind].append(run_one(kind, setting, opts, tokenizer, train, dev, plan[setting][kind]))
+                results[setting][kind].append(run_one(kind, setting, opts, tokenizer, train, dev, plan[setting][kind],
+                                                      seed=opts.seed + r))
     load1 = C.load_average()
 
     headers = ["setting", "trainer", "train samples/s", "tokens/s (non-pad)", "padding", "steps", "median step s",
-               "eval s", "eval samples/s", "dev accuracy", "peak RSS MiB" if not info["gpu"] else "peak GPU MiB"]
+               "eval s", "eval samples/s", "dev accuracy (mean)", "peak RSS MiB" if not info["gpu"] else "peak GPU MiB"]
     rows, ratios, med = [], [], {}
     for setting in wanted:
         for kind in ("hf", "ours"):
             m = med[(setting, kind)] = C.best_of(results[setting][kind])
+            m["accuracy"] = sum(r["accuracy"] for r in results[setting][kind]) / len(results[setting][kind])
             rows.append([setting, "transformers" if kind == "hf" else "trainwright", m["samples_s"], m["tokens_s"],
                          f"{m['padding']:.1%}" if not math.isnan(m["padding"]) else "n/a", str(m["steps"]),
                          f"{m['step_s']:.3f}", m["eval_s"], m["eval_samples_s"], f"{m['accuracy']:.4f}", m["peak_mib"]])
@@ -200,9 +208,11 @@ def main_compare(opts):
         ratios.append(["ours best / HF defaults", f"{ob['samples_s'] / hd['samples_s']:.2f}x",
                        f"{ob['eval_samples_s'] / hd['eval_samples_s']:.2f}x", f"{ob['accuracy'] - hd['accuracy']:+.4f}",
                        f"{ob['peak_mib'] / hd['peak_mib']:.2f}x"])
-    runs_table = C.table(["setting", "trainer", "train samples/s, every run", "eval samples/s, every run"],
+    runs_table = C.table(["setting", "trainer", "train samples/s, every run", "eval samples/s, every run",
+                          "dev accuracy, every run"],
                          [[st, "transformers" if k == "hf" else "trainwright", C.spread(results[st][k], "samples_s"),
-                           C.spread(results[st][k], "eval_samples_s")] for st in wanted for k in ("hf", "ours")])
+                           C.spread(results[st][k], "eval_samples_s"), C.spread(results[st][k], "accuracy", 4)]
+                          for st in wanted for k in ("hf", "ours")])
     main_table = C.table(headers, rows)
     ratio_table = C.table(["comparison (ours / HF)", "train samples/s", "eval samples/s", "accuracy (ours - HF)",
                            "peak memory"], ratios)
@@ -219,8 +229,9 @@ def main_compare(opts):
     body = C.header_lines(info, load0, load1) + [
         f"- Data: first {opts.train_rows:,} SST-2 training sentences (real length distribution), batch "
         f"{opts.batch_size}, {opts.epochs:g} epoch; dev accuracy on all {len(dev)} dev sentences; "
-        f"{opts.repeats} alternating repeat(s): the fastest run of each is shown (other jobs only slow a run down), "
-        "every run's train samples/s in the last table.",
+        f"{opts.repeats} alternating repeat(s), repeat r with seed {opts.seed} + r for both trainers (the classifier "
+        "head's initialisation and the data order change with it): speeds are the fastest run of each (other jobs "
+        "only slow a run down), dev accuracy the mean over the seeds; every run in the last table.",
         f"- defaults: both with only output_dir, per_device_train_batch_size, num_train_epochs, save_strategy='no' "
         f"set. best: HF {plan.get('best', {}).get('hf')}; ours {plan.get('best', {}).get('ours')}.",
         "- train samples/s = rows / wall time of `train()` (everything the user waits for); tokens/s and padding "
@@ -233,14 +244,8 @@ def main_compare(opts):
     if missed and opts.profile != "never" or opts.profile == "always":
         print("\nprofiling (a target was missed) ...", flush=True)
         body += ["", "### Where the time goes (a target was missed)", "",
-                 "At defaults both trainers draw random batches of 32 (about 67% padding on SST-2), so they "
-                 "compute the same padded batches; a step is the model's forward and backward plus the optimizer "
-                 "in both, and the profiles below (8 steps each, after the comparison) show the same operators "
-                 "taking the same time: the trainer itself adds nothing measurable, and so there is nothing left "
-                 "to win at defaults except the padding. trainwright's training speed-ups "
-                 "(train_sampling_strategy='group_by_length', max_tokens_per_batch, bf16) are opt-in, as HF's "
-                 "group_by_length is; see the 'best' rows. Evaluation is sorted by length by default, hence "
-                 "its speed-up at defaults.", "",
+                 "The profiles below (8 steps each at defaults, after the comparison) show which operators "
+                 "take the time in each trainer.", "",
                  profile("ours", opts, tokenizer, train), profile("hf", opts, tokenizer, train)]
     if not opts.no_docs:
         C.write_section("sst2", "SST-2 fine-tuning (MiniLM): defaults and best settings", "\n".join(body))

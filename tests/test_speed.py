@@ -252,6 +252,87 @@ def test_eval_sampler_sorts_and_inverts():
     assert EvalBatchSampler(4, 2, lengths=[3, 3, 3, 3]).inverse_order is None  # nothing to gain
 
 
+def test_eval_fill_batches_use_the_first_batchs_memory_for_more_short_rows(tmp_path, tokenizer, make_tiny_model,
+                                                                          sst2_small):
+    lengths = np.array([40, 10, 20, 5, 40, 10, 10, 5, 5, 5, 5, 5, 5, 5])
+    s = EvalBatchSampler(len(lengths), 2, lengths=lengths, fill_to_longest=True, max_rows=5)
+    batches = list(s)
+    assert [lengths[i] for i in batches[0]] == [40, 40]  # the first batch: batch_size rows of the longest
+    assert all(len(b) * max(lengths[i] for i in b) <= 2 * 40 for b in batches)  # never more padded tokens
+    assert max(len(b) for b in batches) == 5  # capped by max_rows
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    # under 2 ranks: the same batches, split into contiguous runs
+    ranks = [EvalBatchSampler(len(lengths), 2, 2, r, lengths=lengths, fill_to_longest=True, max_rows=5).batches
+             for r in range(2)]
+    assert ranks[0] and ranks[1] and ranks[0] + ranks[1] == batches
+
+    _, dev = sst2_small
+    args = _args(tmp_path, per_device_eval_batch_size=8)
+    filled = Trainer(make_tiny_model(), args, processing_class=tokenizer)
+    plain = Trainer(make_tiny_model(), args, processing_class=tokenizer)
+    plain.eval_fill_batches = False
+    a_batches, b_batches = list(filled.get_test_dataloader(dev)), list(plain.get_test_dataloader(dev))
+    assert len(a_batches) < len(b_batches)
+    assert a_batches[0]["input_ids"].shape == b_batches[0]["input_ids"].shape  # same first (largest) batch
+    assert max(b["input_ids"].numel() for b in a_batches) <= a_batches[0]["input_ids"].numel()
+    a, b = filled.predict(dev), plain.predict(dev)
+    np.testing.assert_allclose(a.predictions, b.predictions, atol=1e-5)
+    np.testing.assert_array_equal(a.label_ids, np.array(dev["label"]))
+    assert a.metrics["test_loss"] == pytest.approx(b.metrics["test_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------ default sampling
+def test_auto_sampling_groups_by_length_only_when_it_saves_padding(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    train = sst2_small[0]
+    args = _args(tmp_path, per_device_train_batch_size=16)
+    assert args.train_sampling_strategy == "auto"
+    sampler = Trainer(make_tiny_model(), args, train_dataset=train,
+                      processing_class=tokenizer).get_train_dataloader().batch_sampler
+    assert sampler.group_by_length and sampler.shuffle
+    lengths = np.array([len(x) for x in train["input_ids"]])
+    grouped = sum(_padded(b, lengths) for b in sampler)
+    shuffled = ResumableBatchSampler(len(train), 16, seed=7)
+    assert grouped < 0.7 * sum(_padded(b, lengths) for b in shuffled)
+    # HF's random order on request
+    plain = Trainer(make_tiny_model(), _args(tmp_path, per_device_train_batch_size=16, train_sampling_strategy="random"),
+                    train_dataset=train, processing_class=tokenizer).get_train_dataloader().batch_sampler
+    assert not plain.group_by_length and list(plain) == list(shuffled)
+    # padding to a fixed max_length: nothing to save, random order
+    fixed = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=64)
+    s = Trainer(make_tiny_model(), args, train_dataset=train, data_collator=fixed,
+                processing_class=tokenizer).get_train_dataloader().batch_sampler
+    assert not s.group_by_length
+    # rows of equal length (pre-padded): random order
+    same = train.map(lambda b: tokenizer(b["sentence"], padding="max_length", truncation=True, max_length=64),
+                     batched=True)
+    s = Trainer(make_tiny_model(), args, train_dataset=same, processing_class=tokenizer).get_train_dataloader().batch_sampler
+    assert not s.group_by_length
+
+
+def test_length_groups_are_whole_optimizer_steps_so_accumulation_sees_the_same_rows(sst2_lengths):
+    n = len(sst2_lengths)
+    big = ResumableBatchSampler(n, 16, seed=5, lengths=sst2_lengths, group_by_length=True)
+    small = ResumableBatchSampler(n, 4, seed=5, lengths=sst2_lengths, group_by_length=True, group_batches=4)
+    for epoch in (0, 1):
+        big.set_epoch(epoch)
+        small.set_epoch(epoch)
+        micro = list(small)
+        steps = [sum(micro[i:i + 4], []) for i in range(0, len(micro), 4)]
+        assert steps == list(big)
+    # the partial last group stays last: every full batch is one sorted group (little padding)
+    odd = ResumableBatchSampler(1000, 32, seed=1, lengths=sst2_lengths[:1000], group_by_length=True)
+    batches = list(odd)
+    assert len(batches[-1]) == 1000 % 32 and all(len(b) == 32 for b in batches[:-1])
+
+
+def test_resume_refuses_a_different_sampling_strategy():
+    from trainwright.distributed import resume_mismatches
+    args = TrainingArguments(output_dir="x", train_sampling_strategy="random")
+    out = resume_mismatches({"train_sampling_strategy": "auto"}, 1, args, 1)
+    assert any("train_sampling_strategy" in m for m in out)
+    assert resume_mismatches({"train_sampling_strategy": "random"}, 1, args, 1) == []
+
+
 # ------------------------------------------------------------------------------------ compile
 def test_torch_compile_buckets_lengths_and_does_not_recompile_per_length(tmp_path, tokenizer, make_tiny_model,
                                                                          sst2_small):

@@ -26,7 +26,7 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
 )
-SAMPLING = ("random", "sequential", "group_by_length")
+SAMPLING = ("auto", "random", "sequential", "group_by_length")
 
 # transformers arguments that trainwright accepts only at their default value, with the reason.
 UNSUPPORTED = {
@@ -169,7 +169,7 @@ class TrainingArguments:
     dataloader_in_order: bool = True
     remove_unused_columns: bool = True
     label_names: list[str] | None = None
-    train_sampling_strategy: str = "random"
+    train_sampling_strategy: str = "auto"
     length_column_name: str = "length"
     # --- distributed
     ddp_find_unused_parameters: bool | None = None

@@ -463,6 +463,9 @@ def resume_mismatches(saved_args: dict, saved_world_size: int, args, world_size:
     accum = saved_args.get("gradient_accumulation_steps", args.gradient_accumulation_steps)
     if accum != args.gradient_accumulation_steps:
         out.append(f"gradient_accumulation_steps: checkpoint {accum}, now {args.gradient_accumulation_steps}")
+    sampling = saved_args.get("train_sampling_strategy", getattr(args, "train_sampling_strategy", None))
+    if sampling != getattr(args, "train_sampling_strategy", None):
+        out.append(f"train_sampling_strategy: checkpoint {sampling!r}, now {args.train_sampling_strategy!r}")
     budget = saved_args.get("max_tokens_per_batch", getattr(args, "max_tokens_per_batch", None))
     if budget != getattr(args, "max_tokens_per_batch", None):
         out.append(f"max_tokens_per_batch: checkpoint {budget}, now {args.max_tokens_per_batch}")

@@ -72,7 +72,7 @@ class Seq2SeqTrainingArguments(TrainingArguments):
         if not isinstance(self.sortish_sampler, bool):
             raise ConfigError(f"sortish_sampler={self.sortish_sampler!r} must be True or False.")
         if self.sortish_sampler and getattr(self.train_sampling_strategy, "value",
-                                            self.train_sampling_strategy) == "random":
+                                            self.train_sampling_strategy) in ("auto", "random"):
             self.train_sampling_strategy = "group_by_length"
         super()._validate()
         if not isinstance(self.predict_with_generate, bool):

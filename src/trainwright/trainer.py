@@ -47,6 +47,10 @@ class Trainer:
     # evaluate/predict run batches sorted by length and return outputs in dataset order (set False to run
     # them in dataset order, e.g. for a collator whose output rows are not one per input row)
     eval_sort_by_length = True
+    # with sorted rows, a batch of short rows takes more rows: per_device_eval_batch_size x the longest row's
+    # padded tokens (the first batch's memory), at most eval_max_rows_factor x per_device_eval_batch_size rows
+    eval_fill_batches = True
+    eval_max_rows_factor = 8
 
     def __init__(
         self,
@@ -209,14 +213,28 @@ class Trainer:
                 kwargs["multiprocessing_context"] = args.dataloader_multiprocessing_context
         return kwargs
 
-    def _train_lengths(self, dataset):
-        if self.args.train_sampling_strategy != "group_by_length" and not self.args.max_tokens_per_batch:
-            return None
-        lengths = dataset_lengths(dataset, self.args.length_column_name)  # Arrow column, computed once
+    def _train_sampling(self, dataset, collator):
+        """(strategy, row lengths or None) for the train sampler. ``"auto"`` (the default) groups rows of
+        similar length when that saves padding: the lengths are cheap to read (an Arrow ``input_ids`` or
+        length column, or a list of rows), they differ, and the collator pads each batch to its longest row
+        (not to a fixed ``max_length``). Otherwise it is HF's random order."""
+        args = self.args
+        strategy = args.train_sampling_strategy
+        if strategy == "auto" and not args.max_tokens_per_batch:
+            lengths = dataset_lengths(dataset, args.length_column_name, allow_slow=False)
+            _, fixed = collator_padding(collator)
+            varied = lengths is not None and len(lengths) > 1 and int(lengths.min()) != int(lengths.max())
+            strategy = "group_by_length" if varied and fixed is None else "random"
+            self._sampling_resolved = strategy
+            return strategy, (lengths if strategy == "group_by_length" else None)
+        self._sampling_resolved = strategy
+        if strategy != "group_by_length" and not args.max_tokens_per_batch:
+            return strategy, None
+        lengths = dataset_lengths(dataset, args.length_column_name)  # Arrow column, computed once
         if lengths is None:
             raise DataError("train_sampling_strategy='group_by_length' and max_tokens_per_batch need the row lengths: "
-                            f"give the dataset an 'input_ids' or {self.args.length_column_name!r} column.")
-        return lengths
+                            f"give the dataset an 'input_ids' or {args.length_column_name!r} column.")
+        return strategy, lengths
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         if self.train_dataset is None:
@@ -230,23 +248,22 @@ class Trainer:
             return torch.utils.data.DataLoader(dataset, batch_size=args.per_device_train_batch_size,
                                                collate_fn=collator, drop_last=args.dataloader_drop_last,
                                                generator=generator, **self._dataloader_kwargs())
+        strategy, lengths = self._train_sampling(dataset, collator)
+        seed = args.data_seed if args.data_seed is not None else args.seed
         if args.max_tokens_per_batch:  # variable rows per batch, padded tokens per rank <= the budget
             multiple, fixed = collator_padding(collator)
-            lengths = self._train_lengths(dataset)
             sampler = TokenBudgetBatchSampler(
                 lengths if fixed is None else np.full(len(lengths), fixed), args.max_tokens_per_batch,
-                shuffle=args.train_sampling_strategy != "sequential",
-                seed=args.data_seed if args.data_seed is not None else args.seed,
+                shuffle=strategy != "sequential", seed=seed,
                 world_size=self.dist.world_size, rank=self.dist.rank, pad_to_multiple_of=multiple,
                 drop_last=args.dataloader_drop_last)
         else:
             sampler = ResumableBatchSampler(
-                len(dataset), args.per_device_train_batch_size,
-                shuffle=args.train_sampling_strategy != "sequential",
-                seed=args.data_seed if args.data_seed is not None else args.seed,
+                len(dataset), args.per_device_train_batch_size, shuffle=strategy != "sequential", seed=seed,
                 drop_last=args.dataloader_drop_last, world_size=self.dist.world_size, rank=self.dist.rank,
-                lengths=self._train_lengths(dataset),
-                group_by_length=args.train_sampling_strategy == "group_by_length")
+                lengths=lengths, group_by_length=strategy == "group_by_length",
+                # groups of whole optimizer steps: batch 16 and 4 x 4 accumulation see the same rows
+                group_batches=args.gradient_accumulation_steps)
         if len(dataset) == 0:
             raise DataError("train_dataset is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
         if len(sampler) == 0:
@@ -278,8 +295,13 @@ class Trainer:
         # run the batches sorted by length (less padding); evaluation_loop restores dataset order
         lengths = dataset_lengths(dataset, self.args.length_column_name, allow_slow=False) \
             if self.eval_sort_by_length and is_row_preserving(collator) else None
-        sampler = EvalBatchSampler(len(dataset), self.args.per_device_eval_batch_size,
-                                   self.dist.world_size, self.dist.rank, lengths=lengths)
+        multiple, fixed = collator_padding(collator)
+        fill = (self.eval_fill_batches and lengths is not None and fixed is None and self.args.eval_do_concat_batches
+                and not getattr(self.args, "predict_with_generate", False) and not getattr(self.args, "batch_eval_metrics", False))
+        bs = self.args.per_device_eval_batch_size
+        sampler = EvalBatchSampler(len(dataset), bs, self.dist.world_size, self.dist.rank, lengths=lengths,
+                                   fill_to_longest=fill, pad_to_multiple_of=multiple,
+                                   max_rows=max(1, int(self.eval_max_rows_factor)) * bs)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, **kwargs)
 
     # ================================================================== optimizer and schedule
@@ -985,6 +1007,7 @@ class Trainer:
                  if not args.max_tokens_per_batch else
                  f"  Instantaneous batch per device = up to {args.max_tokens_per_batch:,} padded tokens (max_tokens_per_batch)",
                  f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch:,}",
+                 f"  Batch order = {self._sampling_description()}",
                  f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}",
                  f"  Total optimization steps = {max_steps:,}",
                  f"  Number of trainable parameters = {trainable:,}",
@@ -993,6 +1016,19 @@ class Trainer:
         if resumed:
             lines.append(f"  Resuming from {resumed} at step {self.state.global_step}")
         print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _sampling_description(self) -> str:
+        args = self.args
+        resolved = getattr(self, "_sampling_resolved", args.train_sampling_strategy)
+        if args.max_tokens_per_batch:
+            what = "token budget, rows of similar length" if resolved != "sequential" else "token budget, in data order"
+        else:
+            what = {"group_by_length": "shuffled, rows of similar length batched together",
+                    "random": "shuffled", "sequential": "in data order"}.get(resolved, resolved)
+        if args.train_sampling_strategy == "auto" and not args.max_tokens_per_batch:
+            what += " (train_sampling_strategy='auto'"
+            what += "; 'random' gives HF's order)" if resolved == "group_by_length" else ")"
+        return what
 
     def _write_report(self):
         try:

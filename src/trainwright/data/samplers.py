@@ -7,7 +7,9 @@ x 16 sees. Resuming sets the start batch and jumps there directly: nothing befor
 replayed.
 
 * :class:`ResumableBatchSampler` -- fixed-size batches; ``group_by_length=True`` groups rows of
-  similar length (HF's megabatch scheme) while staying seeded, shuffled and resumable.
+  similar length (HF's megabatch scheme) while staying seeded, shuffled and resumable. Groups are
+  ``group_batches`` batches (the gradient accumulation steps) long, so one optimizer step sees the
+  same rows whether its batch is 16 or 4 x 4.
 * :class:`TokenBudgetBatchSampler` -- ``max_tokens_per_batch``: a variable number of rows per batch
   so that the padded tokens of every per-rank batch (rows x longest row, rounded up to
   ``pad_to_multiple_of``) stay within the budget. The number of batches may differ per epoch:
@@ -31,7 +33,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, world_size: int = 1, rank: int = 0,
-                 lengths: list[int] | None = None, group_by_length: bool = False):
+                 lengths: list[int] | None = None, group_by_length: bool = False, group_batches: int = 1):
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -41,6 +43,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.rank = rank
         self.lengths = lengths
         self.group_by_length = group_by_length
+        self.group_batches = max(1, int(group_batches))  # batches per length group (gradient accumulation)
         self.epoch = 0
         self.start_batch = 0
 
@@ -59,7 +62,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         g = self._generator(epoch)
         perm = torch.randperm(self.num_samples, generator=g).tolist()
         if self.group_by_length and self.lengths is not None:
-            perm = _group_by_length(perm, self.lengths, self.batch_size * self.world_size, g)
+            perm = _group_by_length(perm, self.lengths, self.batch_size * self.world_size * self.group_batches, g)
         return perm
 
     def global_batches(self, epoch: int) -> list[list[int]]:
@@ -95,17 +98,19 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 def _group_by_length(perm: list[int], lengths, batch_size: int, generator) -> list[int]:
     """HF's megabatch scheme: sort chunks of 50 batches by length (longest first), cut them into
     batches, put the batch holding the longest row first (an out-of-memory shows at once) and
-    shuffle the others."""
+    shuffle the others. A last, partial batch stays last, so every other batch keeps its rows together
+    when the order is cut into batches of ``batch_size`` (or ``batch_size`` / accumulation steps)."""
     mega = batch_size * 50
     chunks = [sorted(perm[i:i + mega], key=lambda j: -lengths[j]) for i in range(0, len(perm), mega)]
     batches = [c[i:i + batch_size] for c in chunks for i in range(0, len(c), batch_size)]
+    tail = [batches.pop()] if len(batches) > 1 and len(batches[-1]) < batch_size else []
     if len(batches) > 1:
         longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]])
         batches[0], batches[longest] = batches[longest], batches[0]
         rest = batches[1:]
         idx = torch.randperm(len(rest), generator=generator).tolist()
         batches = [batches[0]] + [rest[i] for i in idx]
-    return [i for b in batches for i in b]
+    return [i for b in batches + tail for i in b]
 
 
 class TokenBudgetBatchSampler(ResumableBatchSampler):
@@ -274,7 +279,9 @@ class EvalBatchSampler(torch.utils.data.Sampler):
 
     The rows are cut into batches exactly as one process would cut them (in dataset order, or with
     ``lengths`` sorted by length, longest first, so that a batch holds rows of similar length: little
-    padding); rank r then takes a contiguous, balanced run of those batches. So every row is computed
+    padding; with ``fill_to_longest`` a batch of shorter rows takes more rows, up to the padded tokens
+    of ``batch_size`` longest rows and ``max_rows``, so the eval batch size bounds memory, not rows);
+    rank r then takes a contiguous, balanced run of those batches. So every row is computed
     in the same batch as in a single process (bit-identical outputs, identical metrics), and the ranks'
     outputs concatenated in rank order are the single-process outputs. ``inverse_order`` (None when
     unsorted, the same on every rank) indexes that concatenation (gathered over all ranks) back into
@@ -287,17 +294,25 @@ class EvalBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0,
-                 lengths=None):
+                 lengths=None, fill_to_longest: bool = False, pad_to_multiple_of: int | None = None,
+                 max_rows: int | None = None):
         self.batch_size = batch_size
         order = np.arange(num_samples)
         self.inverse_order = None
+        sorted_lengths = None
         if lengths is not None and num_samples > 1:
             lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
             if len(lengths) == num_samples and lengths.min() != lengths.max():
                 order = np.argsort(-lengths, kind="stable")
                 self.inverse_order = np.argsort(order, kind="stable")
-        order = order.tolist()
-        batches = [order[i:i + batch_size] for i in range(0, num_samples, batch_size)]
+                sorted_lengths = _round_up(np.maximum(lengths[order], 1), pad_to_multiple_of)
+        if fill_to_longest and sorted_lengths is not None:
+            batches = _fill_batches(sorted_lengths, batch_size, max_rows or 8 * batch_size)
+            batches = [order[a:b].tolist() for a, b in batches]
+            order = order.tolist()
+        else:
+            order = order.tolist()
+            batches = [order[i:i + batch_size] for i in range(0, num_samples, batch_size)]
         per_rank, rest = divmod(len(batches), world_size)
         first = rank * per_rank + min(rank, rest)
         self.batches = batches[first:first + per_rank + (1 if rank < rest else 0)]
@@ -316,6 +331,19 @@ class EvalBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return self.num_real_batches + (self.num_padding_batches if self.padding_batch else 0)
+
+
+def _fill_batches(sorted_lengths, batch_size: int, max_rows: int) -> list[tuple[int, int]]:
+    """Cut rows sorted longest first into batches of at most ``batch_size x longest row`` padded tokens:
+    the first batch is ``batch_size`` rows of the longest length (the memory the user sized the eval
+    batch for), later batches of shorter rows take more rows (at most ``max_rows``) in the same memory."""
+    budget = batch_size * int(sorted_lengths[0])
+    n, start, out = len(sorted_lengths), 0, []
+    while start < n:
+        rows = max(1, min(max_rows, budget // int(sorted_lengths[start]), n - start))
+        out.append((start, start + rows))
+        start += rows
+    return out
 
 
 def restore_order(outputs, inverse_order):
