@@ -48,6 +48,8 @@ def parse():
                    help="profile both trainers when a target is missed (auto)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--section", default="sst2", help="the docs/benchmarks.md section to write (another name keeps "
+                   "the main section, e.g. for more seeds: --settings defaults --seed 45 --repeats 4 --section sst2-seeds)")
     return p.parse_args()
 
 
@@ -248,7 +250,9 @@ def main_compare(opts):
                  "take the time in each trainer.", "",
                  profile("ours", opts, tokenizer, train), profile("hf", opts, tokenizer, train)]
     if not opts.no_docs:
-        C.write_section("sst2", "SST-2 fine-tuning (MiniLM): defaults and best settings", "\n".join(body))
+        title = "SST-2 fine-tuning (MiniLM): defaults and best settings" if opts.section == "sst2" else \
+            f"SST-2 fine-tuning (MiniLM): {' and '.join(wanted)}, seeds {opts.seed} to {opts.seed + opts.repeats - 1}"
+        C.write_section(opts.section, title, "\n".join(body))
 
 
 def main_identical(opts):

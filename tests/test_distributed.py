@@ -140,7 +140,7 @@ def _single_process_reference(out, pending, launches):
         _poll(pending, launches)
         time.sleep(0.2)
     return {"state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-            "logs": common.train_logs(trainer), "eval": record,
+            "logs": common.train_logs(trainer), "eval": record, "counts": common.train_counts(trainer),
             "metrics_lines": _metrics_lines(out)}
 
 
@@ -173,6 +173,8 @@ def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     assert [s for s, _ in info["logs"]] == [s for s, _ in ref]
     np.testing.assert_allclose([l for _, l in info["logs"]], [l for _, l in ref], atol=2e-4)
     assert _metrics_lines(out) == runs["single"]["metrics_lines"]
+    # rows and tokens seen are summed over the ranks: the single process's figures, in the state and the logs
+    assert info["counts"] == runs["single"]["counts"] and info["counts"]["samples_seen"] > 0
     assert "Running training" in runs["launches"]["ddp"].output
     assert runs["launches"]["ddp"].output.count("***** Running training *****") == 1  # rank 0 only
 

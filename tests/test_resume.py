@@ -88,8 +88,13 @@ def test_resume_does_not_replay_seen_batches(tmp_path, tokenizer, make_tiny_mode
         dataset.__getitems__ = getitems
         return dl
     trainer.get_train_dataloader = spying_loader
-    trainer.train(resume_from_checkpoint=True)
+    out = trainer.train(resume_from_checkpoint=True)
     assert len(fetched) == 12 - 6  # only the batches still to train on were loaded
+    # speed metrics count this call's 6 steps and their rows, not the run's first 6
+    m = out.metrics
+    assert m["train_steps_per_second"] * m["train_runtime"] == pytest.approx(6, rel=0.01)
+    rows = sum(len(b) for b in fetched)
+    assert m["train_samples_per_second"] * m["train_runtime"] == pytest.approx(rows, rel=0.01)
 
 
 def test_resume_with_different_batch_size_is_reported(tmp_path, tokenizer, make_tiny_model, sst2_small):

@@ -418,8 +418,7 @@ class Trainer:
         self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
         self._nonfinite_worst = torch.zeros((), dtype=torch.long, device=self.device)  # longest run so far
         self._grad_norm = None
-        self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device)
-        steps_at_start = 0
+        self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device, self.dist)
         if resume_from_checkpoint is not None:  # the run continues as if it had never stopped
             extra = self._resumed_extra
             self._total_loss.fill_(extra.get("total_loss", 0.0))
@@ -428,8 +427,8 @@ class Trainer:
             self._total_finite.fill_(extra.get("total_finite", self.state.global_step))
             self._log_finite.fill_(extra.get("log_finite", self._log_steps))
             self._nonfinite_total.fill_(extra.get("nonfinite_total", 0))
-            if "total_loss" not in extra:
-                steps_at_start = self.state.global_step
+        # speed metrics count this call's work only (a resumed run does not claim the steps before it)
+        speed_steps0, speed_samples0 = self.state.global_step, self.state.samples_seen
 
         for epoch in range(epochs_trained, num_epochs):
             skip = steps_skipped if epoch == epochs_trained else 0
@@ -456,13 +455,14 @@ class Trainer:
                 break
 
         self._restore_signal_handlers()
+        self._throughput.flush()  # every rank: the rows and tokens since the last log, summed over ranks
         if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
             self._load_best_model()
         runtime = time.time() - start_time
         total, finite = torch.stack([self._total_loss, self._total_finite]).tolist()  # one read
         train_loss = total / finite if finite else float("nan")
-        steps_done = max(self.state.global_step - steps_at_start, 1)
-        samples = self.state.samples_seen
+        steps_done = max(self.state.global_step - speed_steps0, 1)
+        samples = self.state.samples_seen - speed_samples0
         metrics = {
             "train_runtime": round(runtime, 4),
             "train_samples_per_second": round(samples / runtime, 3) if runtime > 0 else 0.0,
@@ -860,6 +860,8 @@ class Trainer:
         args = self.args
         path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         previous_best = self.state.best_model_checkpoint
+        if getattr(self, "_throughput", None) is not None:
+            self._throughput.flush()  # collective like the save itself: the saved counts are global
         if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = path
         self.state.stateful_callbacks = self._callback_states()
@@ -1078,13 +1080,20 @@ class _EvalLoopOutput:
 
 class _Throughput:
     """samples/s, non-padding tokens/s, tokens seen and MFU, counted on the host from the collated
-    batches (attention masks are still on the CPU then), so nothing waits for the device."""
+    batches (attention masks are still on the CPU then), so nothing waits for the device.
 
-    def __init__(self, state: TrainerState, model, device):
+    Under torchrun each rank counts its own rows; ``flush`` (called by every rank together: at logging
+    steps, before a checkpoint and at the end of ``train()``) sums the counts over the ranks into the
+    state, so ``samples_seen``, ``num_input_tokens_seen``, ``total_flos`` and the logged rates are global
+    figures, as in transformers."""
+
+    def __init__(self, state: TrainerState, model, device, dist=None):
         self.state = state
+        self.dist = dist
         self.last_time = time.time()
-        self.samples = 0
+        self.samples = 0  # global, since the last read (after a flush)
         self.tokens = 0
+        self.pending = [0, 0]  # this rank's rows and tokens not yet flushed into the state
         self.n_params = sum(p.numel() for p in model.parameters())
         self.peak = None
         if device.type == "cuda":
@@ -1100,6 +1109,15 @@ class _Throughput:
             tokens = batch["input_ids"].numel()
         else:
             tokens = 0
+        self.pending[0] += n
+        self.pending[1] += tokens
+
+    def flush(self):
+        n, tokens = self.pending
+        if self.dist is not None and self.dist.enabled:  # one small all-reduce (CPU ints on gloo/NCCL device)
+            t = torch.tensor([n, tokens], dtype=torch.float64, device=self.dist.device)
+            n, tokens = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
+        self.pending = [0, 0]
         self.samples += n
         self.tokens += tokens
         self.state.samples_seen += n
@@ -1107,6 +1125,7 @@ class _Throughput:
         self.state.total_flos += 6.0 * self.n_params * tokens
 
     def read(self) -> dict:
+        self.flush()
         now = time.time()
         elapsed = max(now - self.last_time, 1e-9)
         out = {"samples_per_second": round(self.samples / elapsed, 3),

@@ -86,6 +86,13 @@ def train_logs(trainer):
     return [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
 
 
+def train_counts(trainer):
+    """Rows and tokens seen (state and logs): global figures, the same under any number of ranks."""
+    return {"samples_seen": trainer.state.samples_seen, "tokens_seen": trainer.state.num_input_tokens_seen,
+            "logged_tokens_seen": [h["num_input_tokens_seen"] for h in trainer.state.log_history
+                                   if "num_input_tokens_seen" in h]}
+
+
 def dump(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)

@@ -24,7 +24,7 @@ def main():
     if common.rank() == 0:
         common.dump(os.path.join(out, "ddp", "logs.json"),
                     {"logs": common.train_logs(trainer), "world_size": trainer.dist.world_size,
-                     "wrapped": type(trainer.model_wrapped).__name__})
+                     "wrapped": type(trainer.model_wrapped).__name__, "counts": common.train_counts(trainer)})
     if train_only:
         return
     evaluator = Trainer(common.make_model(tok, seed=3), common.train_args(os.path.join(out, "eval")),
