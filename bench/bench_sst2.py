@@ -234,8 +234,9 @@ def main_compare(opts):
         f"{opts.repeats} alternating repeat(s), repeat r with seed {opts.seed} + r for both trainers (the classifier "
         "head's initialisation and the data order change with it): speeds are the fastest run of each (other jobs "
         "only slow a run down), dev accuracy the mean over the seeds; every run in the last table.",
-        f"- defaults: both with only output_dir, per_device_train_batch_size, num_train_epochs, save_strategy='no' "
-        f"set. best: HF {plan.get('best', {}).get('hf')}; ours {plan.get('best', {}).get('ours')}.",
+        "- defaults: both with only output_dir, per_device_train_batch_size, num_train_epochs, save_strategy='no' "
+        "set (each trainer's own defaults: HF's random batches, trainwright's length-grouped ones)."
+        + (f" best: HF {plan['best']['hf']}; ours {plan['best']['ours']}." if "best" in wanted else ""),
         "- train samples/s = rows / wall time of `train()` (everything the user waits for); tokens/s and padding "
         "from the batches the model's forward received; eval = wall time of `evaluate()` on the dev set "
         "(per_device_eval_batch_size 8, both).",

@@ -20,6 +20,7 @@ def test_hf_defaults():
     ("warmup_ratio", "warmup_steps", 0.1, 0.1),
     ("no_cuda", "use_cpu", True, True),
     ("group_by_length", "train_sampling_strategy", True, "group_by_length"),
+    ("group_by_length", "train_sampling_strategy", False, "random"),  # explicit False: transformers' order
 ])
 def test_renamed_arguments_work_with_one_notice(old, new, value, expected):
     with pytest.warns(FutureWarning, match=new) as record:

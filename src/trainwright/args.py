@@ -442,9 +442,10 @@ def _init_with_aliases(self, *args, **kwargs):
                 kwargs["warmup_steps"] = float(value)
             _notice("warmup_ratio is deprecated: use warmup_steps=<float below 1> (a fraction of all steps).")
         elif old == "group_by_length":
-            if value:
-                kwargs["train_sampling_strategy"] = "group_by_length"
-            _notice("group_by_length is deprecated: use train_sampling_strategy='group_by_length'.")
+            if "train_sampling_strategy" not in kwargs:  # an explicit False asks for transformers' random order
+                kwargs["train_sampling_strategy"] = "group_by_length" if value else "random"
+            _notice("group_by_length is deprecated: use train_sampling_strategy='group_by_length' (True) or "
+                    "'random' (False); the default 'auto' groups by length when that saves padding.")
         elif new is None:
             _notice(f"{old} has no effect in trainwright and can be removed.")
         else:

@@ -95,12 +95,15 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return self.num_batches(self.epoch)
 
 
+MEGABATCH_BATCHES = 50  # batches per length-sorted chunk (transformers' LengthGroupedSampler uses 50)
+
+
 def _group_by_length(perm: list[int], lengths, batch_size: int, generator) -> list[int]:
     """HF's megabatch scheme: sort chunks of 50 batches by length (longest first), cut them into
     batches, put the batch holding the longest row first (an out-of-memory shows at once) and
     shuffle the others. A last, partial batch stays last, so every other batch keeps its rows together
     when the order is cut into batches of ``batch_size`` (or ``batch_size`` / accumulation steps)."""
-    mega = batch_size * 50
+    mega = batch_size * MEGABATCH_BATCHES
     chunks = [sorted(perm[i:i + mega], key=lambda j: -lengths[j]) for i in range(0, len(perm), mega)]
     batches = [c[i:i + batch_size] for c in chunks for i in range(0, len(c), batch_size)]
     tail = [batches.pop()] if len(batches) > 1 and len(batches[-1]) < batch_size else []
