@@ -261,6 +261,13 @@ def test_eval_fill_batches_use_the_first_batchs_memory_for_more_short_rows(tmp_p
     assert all(len(b) * max(lengths[i] for i in b) <= 2 * 40 for b in batches)  # never more padded tokens
     assert max(len(b) for b in batches) == 5  # capped by max_rows
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    # a token cap (the CPU default) fills only small batches and never goes below batch_size rows
+    capped = list(EvalBatchSampler(len(lengths), 2, lengths=lengths, fill_to_longest=True, max_rows=5,
+                                   fill_max_tokens=30))
+    assert all(len(b) >= 2 or b is capped[-1] for b in capped)
+    assert all(len(b) == 2 for b in capped if max(lengths[i] for i in b) > 15)  # 2 x 20 > 30: not filled
+    assert all(len(b) * max(lengths[i] for i in b) <= 30 for b in capped if len(b) > 2)
+    assert max(len(b) for b in capped) == 5  # rows of 5 tokens: 6 would fit 30, max_rows caps at 5
     # under 2 ranks: the same batches, split into contiguous runs
     ranks = [EvalBatchSampler(len(lengths), 2, 2, r, lengths=lengths, fill_to_longest=True, max_rows=5).batches
              for r in range(2)]

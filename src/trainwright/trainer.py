@@ -51,6 +51,8 @@ class Trainer:
     # padded tokens (the first batch's memory), at most eval_max_rows_factor x per_device_eval_batch_size rows
     eval_fill_batches = True
     eval_max_rows_factor = 8
+    # on a CPU larger batches of long rows run slower per row: fill only up to this many padded tokens there
+    eval_fill_cpu_max_tokens = 2048
 
     def __init__(
         self,
@@ -301,7 +303,8 @@ class Trainer:
         bs = self.args.per_device_eval_batch_size
         sampler = EvalBatchSampler(len(dataset), bs, self.dist.world_size, self.dist.rank, lengths=lengths,
                                    fill_to_longest=fill, pad_to_multiple_of=multiple,
-                                   max_rows=max(1, int(self.eval_max_rows_factor)) * bs)
+                                   max_rows=max(1, int(self.eval_max_rows_factor)) * bs,
+                                   fill_max_tokens=self.eval_fill_cpu_max_tokens if self.device.type == "cpu" else None)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, **kwargs)
 
     # ================================================================== optimizer and schedule

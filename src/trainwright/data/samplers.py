@@ -298,7 +298,7 @@ class EvalBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0,
                  lengths=None, fill_to_longest: bool = False, pad_to_multiple_of: int | None = None,
-                 max_rows: int | None = None):
+                 max_rows: int | None = None, fill_max_tokens: int | None = None):
         self.batch_size = batch_size
         order = np.arange(num_samples)
         self.inverse_order = None
@@ -310,7 +310,7 @@ class EvalBatchSampler(torch.utils.data.Sampler):
                 self.inverse_order = np.argsort(order, kind="stable")
                 sorted_lengths = _round_up(np.maximum(lengths[order], 1), pad_to_multiple_of)
         if fill_to_longest and sorted_lengths is not None:
-            batches = _fill_batches(sorted_lengths, batch_size, max_rows or 8 * batch_size)
+            batches = _fill_batches(sorted_lengths, batch_size, max_rows or 8 * batch_size, fill_max_tokens)
             batches = [order[a:b].tolist() for a, b in batches]
             order = order.tolist()
         else:
@@ -336,14 +336,19 @@ class EvalBatchSampler(torch.utils.data.Sampler):
         return self.num_real_batches + (self.num_padding_batches if self.padding_batch else 0)
 
 
-def _fill_batches(sorted_lengths, batch_size: int, max_rows: int) -> list[tuple[int, int]]:
+def _fill_batches(sorted_lengths, batch_size: int, max_rows: int, max_tokens: int | None = None) -> list[tuple[int, int]]:
     """Cut rows sorted longest first into batches of at most ``batch_size x longest row`` padded tokens:
     the first batch is ``batch_size`` rows of the longest length (the memory the user sized the eval
-    batch for), later batches of shorter rows take more rows (at most ``max_rows``) in the same memory."""
+    batch for), later batches of shorter rows take more rows (at most ``max_rows``) in the same memory.
+    ``max_tokens`` lowers that budget (never below ``batch_size`` rows): on a CPU, batches beyond a few
+    thousand tokens run slower per row, so there only small batches are filled."""
     budget = batch_size * int(sorted_lengths[0])
+    if max_tokens:
+        budget = min(budget, int(max_tokens))
     n, start, out = len(sorted_lengths), 0, []
     while start < n:
-        rows = max(1, min(max_rows, budget // int(sorted_lengths[start]), n - start))
+        rows = max(batch_size, min(max_rows, budget // int(sorted_lengths[start])))
+        rows = max(1, min(rows, n - start))
         out.append((start, start + rows))
         start += rows
     return out
