@@ -460,15 +460,11 @@ def resume_mismatches(saved_args: dict, saved_world_size: int, args, world_size:
     (per_device_train_batch_size x world size) only, and the checkpoint holds the full, unsharded model
     and optimizer, so the number of processes may change as long as the global batch does not."""
     out = []
-    accum = saved_args.get("gradient_accumulation_steps", args.gradient_accumulation_steps)
-    if accum != args.gradient_accumulation_steps:
-        out.append(f"gradient_accumulation_steps: checkpoint {accum}, now {args.gradient_accumulation_steps}")
-    sampling = saved_args.get("train_sampling_strategy", getattr(args, "train_sampling_strategy", None))
-    if sampling != getattr(args, "train_sampling_strategy", None):
-        out.append(f"train_sampling_strategy: checkpoint {sampling!r}, now {args.train_sampling_strategy!r}")
-    budget = saved_args.get("max_tokens_per_batch", getattr(args, "max_tokens_per_batch", None))
-    if budget != getattr(args, "max_tokens_per_batch", None):
-        out.append(f"max_tokens_per_batch: checkpoint {budget}, now {args.max_tokens_per_batch}")
+    for name in ("gradient_accumulation_steps", "train_sampling_strategy", "max_tokens_per_batch"):  # the order
+        now = getattr(args, name, None)
+        saved = saved_args.get(name, now)
+        if saved != now:
+            out.append(f"{name}: checkpoint {saved!r}, now {now!r}")
     saved_ws = int(saved_world_size or 1)
     saved_bs = saved_args.get("per_device_train_batch_size", args.per_device_train_batch_size)
     bs = args.per_device_train_batch_size

@@ -142,6 +142,7 @@ class Trainer:
         self.control = TrainerControl()
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         self._signal_received: int | None = None
+        self._throughput: _Throughput | None = None  # created by train()
 
     # ================================================================== set-up helpers
     def call_model_init(self, trial=None):
@@ -227,9 +228,7 @@ class Trainer:
             _, fixed = collator_padding(collator)
             varied = lengths is not None and len(lengths) > 1 and int(lengths.min()) != int(lengths.max())
             strategy = "group_by_length" if varied and fixed is None else "random"
-            self._sampling_resolved = strategy
             return strategy, (lengths if strategy == "group_by_length" else None)
-        self._sampling_resolved = strategy
         if strategy != "group_by_length" and not args.max_tokens_per_batch:
             return strategy, None
         lengths = dataset_lengths(dataset, args.length_column_name)  # Arrow column, computed once
@@ -405,7 +404,7 @@ class Trainer:
             epochs_trained, steps_skipped = plan.locate(self.state.global_step) if sampler is not None else \
                 divmod(self.state.global_step, steps_per_epoch)
 
-        self._print_training_header(num_examples, num_epochs, max_steps, resume_from_checkpoint)
+        self._print_training_header(num_examples, num_epochs, max_steps, resume_from_checkpoint, sampler)
         self._install_signal_handlers()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start and self.state.global_step == 0:
@@ -863,7 +862,7 @@ class Trainer:
         args = self.args
         path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         previous_best = self.state.best_model_checkpoint
-        if getattr(self, "_throughput", None) is not None:
+        if self._throughput is not None:
             self._throughput.flush()  # collective like the save itself: the saved counts are global
         if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = path
@@ -998,7 +997,7 @@ class Trainer:
         raise SystemExit(128 + signum)
 
     # ================================================================== console
-    def _print_training_header(self, num_examples, num_epochs, max_steps, resumed):
+    def _print_training_header(self, num_examples, num_epochs, max_steps, resumed, sampler=None):
         if not self.dist.is_main_process:
             return
         args = self.args
@@ -1012,7 +1011,7 @@ class Trainer:
                  if not args.max_tokens_per_batch else
                  f"  Instantaneous batch per device = up to {args.max_tokens_per_batch:,} padded tokens (max_tokens_per_batch)",
                  f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch:,}",
-                 f"  Batch order = {self._sampling_description()}",
+                 f"  Batch order = {self._sampling_description(sampler)}",
                  f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}",
                  f"  Total optimization steps = {max_steps:,}",
                  f"  Number of trainable parameters = {trainable:,}",
@@ -1022,17 +1021,20 @@ class Trainer:
             lines.append(f"  Resuming from {resumed} at step {self.state.global_step}")
         print("\n".join(lines), file=sys.stderr, flush=True)
 
-    def _sampling_description(self) -> str:
-        args = self.args
-        resolved = getattr(self, "_sampling_resolved", args.train_sampling_strategy)
-        if args.max_tokens_per_batch:
-            what = "token budget, rows of similar length" if resolved != "sequential" else "token budget, in data order"
+    def _sampling_description(self, sampler) -> str:
+        """The train sampler's order in words (an iterable dataset has no sampler: its own order)."""
+        if sampler is None:
+            return "the iterable dataset's own order"
+        budget = isinstance(sampler, TokenBudgetBatchSampler)
+        if budget:
+            what = "token budget, " + ("rows of similar length" if sampler.shuffle else "in data order")
+        elif not sampler.shuffle:
+            what = "in data order"
         else:
-            what = {"group_by_length": "shuffled, rows of similar length batched together",
-                    "random": "shuffled", "sequential": "in data order"}.get(resolved, resolved)
-        if args.train_sampling_strategy == "auto" and not args.max_tokens_per_batch:
-            what += " (train_sampling_strategy='auto'"
-            what += "; 'random' gives HF's order)" if resolved == "group_by_length" else ")"
+            what = "shuffled, rows of similar length batched together" if sampler.group_by_length else "shuffled"
+        if self.args.train_sampling_strategy == "auto" and not budget:
+            what += " (train_sampling_strategy='auto'" + ("; 'random' gives HF's order)" if sampler.group_by_length
+                                                          else ")")
         return what
 
     def _write_report(self):

@@ -310,12 +310,11 @@ class EvalBatchSampler(torch.utils.data.Sampler):
                 self.inverse_order = np.argsort(order, kind="stable")
                 sorted_lengths = _round_up(np.maximum(lengths[order], 1), pad_to_multiple_of)
         if fill_to_longest and sorted_lengths is not None:
-            batches = _fill_batches(sorted_lengths, batch_size, max_rows or 8 * batch_size, fill_max_tokens)
-            batches = [order[a:b].tolist() for a, b in batches]
-            order = order.tolist()
+            bounds = _fill_batches(sorted_lengths, batch_size, max_rows or 8 * batch_size, fill_max_tokens)
         else:
-            order = order.tolist()
-            batches = [order[i:i + batch_size] for i in range(0, num_samples, batch_size)]
+            bounds = [(i, i + batch_size) for i in range(0, num_samples, batch_size)]
+        order = order.tolist()
+        batches = [order[a:b] for a, b in bounds]
         per_rank, rest = divmod(len(batches), world_size)
         first = rank * per_rank + min(rank, rest)
         self.batches = batches[first:first + per_rank + (1 if rank < rest else 0)]
@@ -348,8 +347,7 @@ def _fill_batches(sorted_lengths, batch_size: int, max_rows: int, max_tokens: in
     n, start, out = len(sorted_lengths), 0, []
     while start < n:
         rows = max(batch_size, min(max_rows, budget // int(sorted_lengths[start])))
-        rows = max(1, min(rows, n - start))
-        out.append((start, start + rows))
+        out.append((start, min(start + rows, n)))
         start += rows
     return out
 
