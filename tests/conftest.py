@@ -13,6 +13,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import pytest
 
+from trainwright import TrainerCallback
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -76,6 +78,44 @@ def sst2_small(tokenizer):
     tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
     ev = sst2_dataset("dev", 128).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
     return tr, ev
+
+
+# CoNLL-2003 NER tags (IOB2) and their ids, as the token-classification tests number them
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+LABEL2ID = {label: i for i, label in enumerate(NER_LABELS)}
+
+
+def read_conll(path, n_sentences: int, label2id: dict | None = None) -> list[dict]:
+    """The first ``n_sentences`` of a CoNLL-2003 file (4 space-separated columns, IOB2 NER tags in the last one,
+    a blank line between sentences) as ``{"tokens": [...], "ner_tags": [...]}``: tag strings, or ids with
+    ``label2id``."""
+    sentences, words, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                if words:
+                    sentences.append({"tokens": words, "ner_tags": [label2id[t] for t in tags] if label2id else tags})
+                    words, tags = [], []
+                    if len(sentences) == n_sentences:
+                        break
+                continue
+            token, _pos, _chunk, ner = line.split(" ")
+            words.append(token)
+            tags.append(ner)
+    return sentences
+
+
+class StopAt(TrainerCallback):
+    """Stops training after step ``step`` and saves a checkpoint there (as if the process died right after it)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+            control.should_save = True
 
 
 def accuracy_metrics(eval_pred):

@@ -3,7 +3,6 @@
 --resume, report, demo --quick, and the console script."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -13,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-from cli_support import in_repo, needs_data, run, save_tiny_bert, write_config  # noqa: F401 (in_repo: a fixture)
+from cli_support import (in_repo, needs_data, read_csv, read_jsonl, run, save_tiny_bert,  # noqa: F401 (in_repo: a fixture)
+                         write_config)
 from trainwright import cli
 from trainwright.errors import ConfigError, DataError
 
@@ -63,8 +63,7 @@ def test_sst2_train_writes_model_metrics_and_config(sst2_run):
 def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     code, out, _ = run(["predict", "examples/sst2.yaml", "--set", f"output_dir={sst2_run}", *SST2_SMALL], capsys)
     assert code == 0, out
-    with open(sst2_run / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sst2_run / "predictions.csv")
     assert len(rows) == 40  # eval_limit rows of test.tsv
     assert list(rows[0]) == ["id", "predicted_label", "prob_negative", "prob_positive"]
     assert [r["id"] for r in rows[:3]] == ["0", "1", "2"]  # test.tsv's `index` column
@@ -75,7 +74,7 @@ def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     jsonl = sst2_run / "dev_predictions.jsonl"
     code, _, _ = run(["predict", "examples/sst2.yaml", "--split", "validation", "--output", jsonl,
                       "--set", f"output_dir={sst2_run}", *SST2_SMALL], capsys)
-    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    lines = read_jsonl(jsonl)
     assert code == 0 and len(lines) == 40
     assert lines[0]["label"] in ("negative", "positive")  # dev.tsv has gold labels: written beside the prediction
     assert set(lines[0]["probabilities"]) == {"negative", "positive"}
@@ -143,8 +142,7 @@ def test_mrpc_sentence_pairs(tiny_model, in_repo, tmp_path, capsys):
     code, _, err = run(["predict", "examples/mrpc.yaml", "--set", f"output_dir={out}", "data.eval_limit=32",
                         "data.max_length=48"], capsys)
     assert code == 0, err
-    with open(out / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(out / "predictions.csv")
     assert len(rows) == 32 and {r["predicted_label"] for r in rows} <= {"not_equivalent", "equivalent"}
     # the pair reached the tokenizer as two segments
     from datasets import Dataset
@@ -164,8 +162,7 @@ def test_imdb_validation_column(tiny_model, in_repo, tmp_path, capsys):
     code, _, err = run(["predict", "examples/imdb.yaml", "--set", f"output_dir={out}", "data.eval_limit=24",
                         "data.max_length=32"], capsys)
     assert code == 0, err
-    with open(out / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(out / "predictions.csv")
     # no id column: ids are row numbers in texts.csv, and the validation rows are the is_valid ones (800..)
     assert len(rows) == 24 and [int(r["id"]) for r in rows[:2]] == [800, 801]
     assert {r["label"] for r in rows} <= {"negative", "positive"}
@@ -189,7 +186,7 @@ def test_regression_from_save_to_disk_with_validation_split(tiny_model, tmp_path
     assert json.loads((tmp_path / "out" / "config.json").read_text())["problem_type"] == "regression"
     code, _, err = run(["predict", config, "--output", tmp_path / "p.jsonl"], capsys)
     assert code == 0, err
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    rows = read_jsonl(tmp_path / "p.jsonl")
     assert len(rows) == 16 and isinstance(rows[0]["prediction"], float) and "label" in rows[0]
     assert not any(p.name.endswith(".arrow") and "cache-" in p.name for p in (tmp_path / "ds").iterdir())
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA, LABEL2ID, NER_LABELS, read_conll
 from trainwright.data.language_modeling import DataCollatorForLanguageModeling
 from trainwright.data.packing import (
     DataCollatorForPackedRows,
@@ -31,11 +32,7 @@ from trainwright.data.token_classification import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path("/work/shared/data")
-NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-LABEL2ID = {label: i for i, label in enumerate(NER_LABELS)}
-
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="/work/shared/data is not available")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -47,24 +44,6 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(gt.get_model_path())
-
-
-def read_conll(path: Path, n_sentences: int) -> list[dict]:
-    sentences, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                if words:
-                    sentences.append({"tokens": words, "ner_tags": tags})
-                    words, tags = [], []
-                    if len(sentences) == n_sentences:
-                        break
-                continue
-            token, _pos, _chunk, ner = line.split(" ")
-            words.append(token)
-            tags.append(ner)
-    return sentences
 
 
 def read_lines(path: Path, n: int, skip_empty: bool = True) -> list[str]:

@@ -7,12 +7,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, accuracy_metrics
-from trainwright import (CheckpointError, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments)
+from conftest import ROOT, StopAt, accuracy_metrics
+from trainwright import CheckpointError, EarlyStoppingCallback, Trainer, TrainingArguments
 
 
 def _args(out, **kw):
@@ -21,16 +20,6 @@ def _args(out, **kw):
                 write_report=False, lr_scheduler_type="cosine", warmup_steps=3, weight_decay=0.01, seed=7)
     base.update(kw)
     return TrainingArguments(**base)
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-            control.should_save = True  # as if the process died right after this checkpoint
 
 
 def _run(out, data, tokenizer, make_model, resume=None, callbacks=None, **kw):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sst2_dataset
-from trainwright import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from conftest import StopAt, sst2_dataset
+from trainwright import DataCollatorWithPadding, Trainer, TrainingArguments
 from trainwright.data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler,
                                        dataset_lengths)
 
@@ -133,16 +133,6 @@ def test_trainer_token_budget_batches_schedule_and_samples_seen(tmp_path, tokeni
     assert trainer.state.samples_seen == 2 * 96
     assert trainer.lr_scheduler.get_last_lr()[0] == 0.0  # the linear schedule ends exactly at the last step
     assert trainer.state.epoch == 2.0
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-            control.should_save = True
 
 
 def test_token_budget_resume_mid_epoch_is_bit_identical(tmp_path, tokenizer, make_tiny_model, sst2_small):

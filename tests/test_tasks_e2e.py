@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import DATA, LABEL2ID, NER_LABELS, read_conll
 from trainwright import (ConfigError, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
                          DataCollatorForTokenClassification, DataCollatorWithFlattening, Seq2SeqTrainer,
                          Seq2SeqTrainingArguments, Trainer, TrainingArguments, metrics)
@@ -22,8 +22,6 @@ from trainwright.data.token_classification import tokenize_and_align_labels
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 
-NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-LABEL2ID = {label: i for i, label in enumerate(NER_LABELS)}
 
 QUIET = dict(report_to="none", disable_tqdm=True, save_strategy="no", write_report=False, seed=0)
 
@@ -39,25 +37,6 @@ def one_torch_thread():
 
 
 # ====================================================================== data readers (read-only, nothing copied)
-def read_conll(path, n_sentences: int) -> list[dict]:
-    """CoNLL-2003 (4 space-separated columns, IOB2 NER tags in the last one, blank line between sentences)."""
-    sentences, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                if words:
-                    sentences.append({"tokens": words, "ner_tags": [LABEL2ID[t] for t in tags]})
-                    words, tags = [], []
-                    if len(sentences) == n_sentences:
-                        break
-                continue
-            token, _pos, _chunk, ner = line.split(" ")
-            words.append(token)
-            tags.append(ner)
-    return sentences
-
-
 def read_lines(path, n: int) -> list[str]:
     with open(path, encoding="utf-8") as f:
         return [next(f).strip() for _ in range(n)]
@@ -113,8 +92,8 @@ def test_conll2003_ner_token_classification(tokenizer, tmp_path):
     from transformers import BertConfig, BertForTokenClassification
 
     align = tokenize_and_align_labels(tokenizer, max_length=64)
-    train = Dataset.from_list(read_conll(DATA / "conll2003" / "eng.train", 800))
-    dev = Dataset.from_list(read_conll(DATA / "conll2003" / "eng.testa", 100))
+    train = Dataset.from_list(read_conll(DATA / "conll2003" / "eng.train", 800, LABEL2ID))
+    dev = Dataset.from_list(read_conll(DATA / "conll2003" / "eng.testa", 100, LABEL2ID))
     train = train.map(align, batched=True, remove_columns=train.column_names)
     dev = dev.map(align, batched=True, remove_columns=dev.column_names)
     # first piece of every word labelled, the other pieces and [CLS]/[SEP] at -100
