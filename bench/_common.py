@@ -259,6 +259,14 @@ def command_line() -> str:
     return " ".join(["python", shlex.quote(script)] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
+def start():
+    """A benchmark's start: transformers' logging quieted; (the machine, the load average now, MiniLM's tokenizer)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    return machine(), load_average(), AutoTokenizer.from_pretrained(minilm_path())
+
+
 def write_section(key: str, title: str, body: str, path: Path = DOCS) -> None:
     """Replace (or append) the section between <!-- bench:key --> markers in docs/benchmarks.md."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -116,12 +116,7 @@ def run(kind, opts, tokenizer, train, evalset, real_tokens):
 
 
 def main(opts):
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    info = C.machine()
-    load0 = C.load_average()
-    tokenizer = AutoTokenizer.from_pretrained(C.minilm_path())
+    info, load0, tokenizer = C.start()
     train, evalset = load(opts, tokenizer)
     real_tokens = sum(len(x) for x in train["input_ids"])
     print(f"{info['cpu']}, {info['cores']} cores, load {load0}; {len(train)} speeches, {real_tokens:,} tokens")

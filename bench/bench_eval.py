@@ -57,15 +57,10 @@ def predict(kind, model, tokenizer, data, batch_size, seed):
 
 
 def main(opts):
-    
     import numpy as np
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    info = C.machine()
-    load0 = C.load_average()
-    tokenizer = AutoTokenizer.from_pretrained(C.minilm_path())
+    from transformers import AutoModelForSequenceClassification
+    info, load0, tokenizer = C.start()
     torch.manual_seed(opts.seed)
     model = AutoModelForSequenceClassification.from_pretrained(C.minilm_path(), num_labels=2).eval()
     sets = {}

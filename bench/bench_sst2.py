@@ -173,12 +173,7 @@ def profile(kind: str, opts, tokenizer, train, steps: int = 8) -> str:
 # -------------------------------------------------------------------------------------------- main
 def main_compare(opts):
     import torch
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    info = C.machine()
-    load0 = C.load_average()
-    tokenizer = AutoTokenizer.from_pretrained(C.minilm_path())
+    info, load0, tokenizer = C.start()
     train, dev = load_data(opts, tokenizer)
     plan = settings(opts, info, train)
     wanted = [s.strip() for s in opts.settings.split(",") if s.strip()]
@@ -259,12 +254,7 @@ def main_compare(opts):
 def main_identical(opts):
     import numpy as np
     import torch
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    info = C.machine()
-    load0 = C.load_average()
-    tokenizer = AutoTokenizer.from_pretrained(C.minilm_path())
+    info, load0, tokenizer = C.start()
     train, _ = load_data(opts, tokenizer)
     order = np.random.default_rng(opts.seed).permutation(len(train))
     train = train.select(order.tolist())  # both read it sequentially: the same batches, in the same order
