@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -398,6 +399,20 @@ def _wandb_records(path):
     return records
 
 
+def _complete_wandb_records(path, timeout=60.0):
+    """The records once the file ends with wandb's "exit" record: its writer may still be flushing the file when
+    ``wandb.finish()`` returns (seen once on a loaded machine). A half-written last record counts as not yet."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            records = _wandb_records(path)
+        except Exception:  # a record cut short mid-write
+            records = []
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _item_key(item):
     return "/".join(item.nested_key) if item.nested_key else item.key
 
@@ -428,7 +443,7 @@ def _wandb_offline_body(tmp_path):
 
     (run_dir,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
     (run_file,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
-    records = _wandb_records(run_file)
+    records = _complete_wandb_records(run_file)
     history = []
     for rec in records:
         if rec.WhichOneof("record_type") == "history":
