@@ -311,8 +311,9 @@ def test_closed_port_is_reported_once_with_the_endpoint(tmp_path, monkeypatch, o
     errors = [r.getMessage() for r in caplog.records if r.name == "trainwright" and r.levelno >= logging.WARNING]
     assert len(errors) == 1 and endpoint in errors[0] and "trainwright push" in errors[0], errors
     from trainwright.hub import HubUnreachable, push_directory
-    with pytest.raises(HubUnreachable, match=re.escape(endpoint)):
+    with pytest.raises(HubUnreachable, match=re.escape(endpoint)) as e:
         push_directory(tmp_path / "run")
+    assert "run the command again" in str(e.value)
 
 
 def test_push_directory_of_a_run_with_only_checkpoints(tmp_path, hub, make_tiny_model, sst2_small, tokenizer):

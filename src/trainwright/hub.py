@@ -112,19 +112,19 @@ def _api(endpoint: str | None = None):
     return HfApi(endpoint=endpoint or hub_endpoint(), library_name="trainwright", library_version=__version__)
 
 
-def _create_repo(api, name: str, token, private, output_dir: str) -> str:
-    """The repo's full id (``namespace/name``), created if needed; HubError / HubUnreachable otherwise."""
-    hint = push_later_hint(output_dir, name)
+def _create_repo(api, name: str, token, private, output_dir: str, later: str | None = None) -> str:
+    """The repo's full id (``namespace/name``), created if needed; HubError / HubUnreachable otherwise. ``later``:
+    what to do once the Hub can be reached (default: the ``trainwright push`` command)."""
+    later = later or f"push them later with: {push_later_hint(output_dir, name)}"
     if _offline():
         raise HubUnreachable(f"Cannot reach the Hub at {api.endpoint}: HF_HUB_OFFLINE=1 is set (huggingface_hub's "
-                             f"offline mode). The local files in {output_dir} are complete; push them later with: "
-                             f"{hint}")
+                             f"offline mode). The local files in {output_dir} are complete; {later}")
     try:
         return api.create_repo(name, token=token, private=private, exist_ok=True).repo_id
     except Exception as e:
         if _is_unreachable(e):
             raise HubUnreachable(f"Cannot reach the Hub at {api.endpoint} ({_describe(e)}). The local files in "
-                                 f"{output_dir} are complete; push them later with: {hint}") from e
+                                 f"{output_dir} are complete; {later}") from e
         status = _http_status(e)
         fix = {401: "check hub_token (or `hf auth login`; a token with write access)",
                403: "check that the token may write to this namespace (hub_model_id='namespace/name')",
@@ -556,7 +556,8 @@ def push_directory(output_dir, repo_id: str | None = None, token: str | None = N
     private = private if private is not None else saved.get("hub_private_repo")
     token = _clean_token(token)
     api = _api()
-    full_id = _create_repo(api, repo_name, token, private, out)
+    full_id = _create_repo(api, repo_name, token, private, out, later="run the command again once the Hub can be "
+                           "reached (without HF_HUB_OFFLINE=1 / with a connection to it)")
     complete = [p for p in list_checkpoints(out) if checkpoint_status(p)[0]]
     skipped = [p for p in list_checkpoints(out) if p not in complete]
     for p in skipped:
