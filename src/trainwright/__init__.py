@@ -38,6 +38,7 @@ _EXPORTS = {
     "ModelError": "errors",
     "CheckpointError": "errors",
     "NonFiniteLossError": "errors",
+    "HubError": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["metrics", "__version__"]

@@ -27,15 +27,11 @@ SCHEDULERS = (
     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
 )
 SAMPLING = ("auto", "random", "sequential", "group_by_length")
+HUB_STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
 
 # transformers arguments that trainwright accepts only at their default value, with the reason.
 UNSUPPORTED = {
     "deepspeed": "DeepSpeed is not used; for sharding use fsdp='full_shard' (FSDP2) under torchrun",
-    "push_to_hub": "trainwright works offline and does not push; upload output_dir with huggingface_hub yourself",
-    "hub_token": "trainwright does not push to the Hub",
-    "hub_model_id": "trainwright does not push to the Hub",
-    "hub_private_repo": "trainwright does not push to the Hub",
-    "hub_revision": "trainwright does not push to the Hub",
     "use_liger_kernel": "Liger kernels are not integrated",
     "liger_kernel_config": "Liger kernels are not integrated",
     "neftune_noise_alpha": "NEFTune noise is not implemented",
@@ -72,9 +68,9 @@ REMOVED = {
     "past_index": "past_index (Transformer-XL memories) is not supported",
     "use_mps_device": "MPS is chosen automatically when available",
     "use_legacy_prediction_loop": "there is one evaluation loop",
-    "push_to_hub_model_id": "trainwright does not push to the Hub",
-    "push_to_hub_organization": "trainwright does not push to the Hub",
-    "push_to_hub_token": "trainwright does not push to the Hub",
+    "push_to_hub_model_id": "it was removed from transformers; use hub_model_id",
+    "push_to_hub_organization": "it was removed from transformers; use hub_model_id='organization/name'",
+    "push_to_hub_token": "it was removed from transformers; use hub_token",
     "ray_scope": "hyperparameter search is not implemented",
 }
 
@@ -193,6 +189,7 @@ class TrainingArguments:
     write_report: bool = True
     # --- accepted only at their defaults (see UNSUPPORTED)
     deepspeed: Any = None
+    # --- the Hub (see hub.py)
     push_to_hub: bool = False
     hub_token: str | None = None
     hub_model_id: str | None = None
@@ -200,6 +197,7 @@ class TrainingArguments:
     hub_strategy: str = "every_save"
     hub_always_push: bool = False
     hub_revision: str | None = None
+    # --- accepted only at their defaults, continued
     use_liger_kernel: bool = False
     liger_kernel_config: dict | None = None
     neftune_noise_alpha: float | None = None
@@ -269,6 +267,9 @@ class TrainingArguments:
         self.lr_scheduler_type = _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
         self.train_sampling_strategy = _choice("train_sampling_strategy", self.train_sampling_strategy, SAMPLING)
         self.on_save_error = _choice("on_save_error", self.on_save_error, ("continue", "stop"))
+        self.hub_strategy = _choice("hub_strategy", self.hub_strategy, HUB_STRATEGIES)
+        if self.hub_token == "<HUB_TOKEN>":  # the masked value to_dict() writes: no token
+            self.hub_token = None
 
         for name in ("logging_steps", "save_steps", "eval_steps"):
             value = getattr(self, name)
@@ -375,6 +376,8 @@ class TrainingArguments:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             out[f.name] = value if _json_safe(value) else repr(value)
+            if f.name.endswith("_token") and value is not None:  # as transformers: never written out
+                out[f.name] = f"<{f.name.upper()}>"
         return out
 
     def to_json_string(self) -> str:

@@ -70,6 +70,7 @@ class TrainerCallback:
     def on_save(self, args, state, control, **kwargs): pass
     def on_log(self, args, state, control, logs=None, **kwargs): pass
     def on_prediction_step(self, args, state, control, **kwargs): pass
+    def on_push_begin(self, args, state, control, **kwargs): pass
 
 
 class CallbackHandler(TrainerCallback):
@@ -184,6 +185,9 @@ class CallbackHandler(TrainerCallback):
 
     def on_prediction_step(self, args, state, control):
         return self.call_event("on_prediction_step", args, state, control)
+
+    def on_push_begin(self, args, state, control):
+        return self.call_event("on_push_begin", args, state, control)
 
 
 def _interval_hit(step: int, interval: int) -> bool:

@@ -23,3 +23,7 @@ class CheckpointError(TrainwrightError, RuntimeError):
 
 class NonFiniteLossError(TrainwrightError, RuntimeError):
     """Training stopped because the loss or the gradients kept being NaN or inf."""
+
+
+class HubError(TrainwrightError, RuntimeError):
+    """Pushing to the Hugging Face Hub failed (the endpoint, the error and how to push later are in the message)."""

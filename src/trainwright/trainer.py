@@ -33,6 +33,7 @@ from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, 
                             restore_order)
 from .distributed import Distributed, unwrap_model
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
+from .hub import HubMixin
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .state import TrainerState
@@ -43,7 +44,7 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-class Trainer:
+class Trainer(HubMixin):
     # evaluate/predict run batches sorted by length and return outputs in dataset order (set False to run
     # them in dataset order, e.g. for a collator whose output rows are not one per input row)
     eval_sort_by_length = True
@@ -140,6 +141,7 @@ class Trainer:
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
                                   is_world_process_zero=self.dist.is_main_process)
         self.control = TrainerControl()
+        self._init_hub()  # push_to_hub=True: create the repo (hub.py)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         self._signal_received: int | None = None
         self._throughput: _Throughput | None = None  # created by train()
@@ -476,6 +478,7 @@ class Trainer:
             metrics["train_skipped_nonfinite_steps"] = self.state.skipped_nonfinite_steps
         self.log(metrics)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        self._finish_current_push()  # as transformers: wait for the checkpoint pushes in flight
         if args.write_report and self.dist.is_main_process:
             self._write_report()
         return TrainOutput(self.state.global_step, train_loss, metrics)
@@ -893,6 +896,8 @@ class Trainer:
         del model_view, optimizer_view
         if not self.dist.all_true(saved):  # collective (the barrier): every rank learns whether the write worked
             self.state.best_model_checkpoint = previous_best
+        elif args.push_to_hub:
+            self._push_from_checkpoint(path)  # hub.py: a background push, per hub_strategy
 
     def _callback_states(self) -> dict:
         states = {}
@@ -947,6 +952,8 @@ class Trainer:
         if self.dist.is_main_process:
             save_model_dir(output_dir, model_view, self.processing_class)
         self.dist.barrier()
+        if self.args.push_to_hub and not _internal_call:
+            self._push_after_save_model()  # hub.py: as transformers, save_model pushes
 
     def save_state(self):
         if self.dist.is_main_process:
