@@ -299,7 +299,10 @@ def test_process_api_in_a_single_process(monkeypatch):
     assert a.world_size == 1 and a.process_index == 0 and a.local_process_index == 0
     assert a.should_log and a.should_save
     assert a.parallel_mode == ParallelMode.NOT_PARALLEL and a.parallel_mode.value == "not_parallel"
-    assert a.device == torch.device("cpu") and a.n_gpu == 0
+    on_cuda = torch.cuda.is_available()
+    assert a.device.type == ("cuda" if on_cuda else transformers.TrainingArguments("o").device.type)
+    assert a.n_gpu == (1 if on_cuda else 0)  # one device per process: no DataParallel
+    assert TrainingArguments("o", use_cpu=True).device == torch.device("cpu")
     assert a.train_batch_size == 4 and a.eval_batch_size == 8
     assert a.get_warmup_steps(95) == 10 and TrainingArguments("o", warmup_steps=7).get_warmup_steps(95) == 7
     ran = []

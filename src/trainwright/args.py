@@ -20,11 +20,12 @@ import json
 import logging
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .args_compat import convert_transformers_args, hf_types
+from .args_compat import convert_transformers_args, hf_types, parse_dict_field
 from .args_runtime import LOG_LEVELS, ProcessView
 from .args_setters import Setters
 from .errors import ConfigError
@@ -96,7 +97,15 @@ REMOVED = {
 
 
 def _notice(message: str) -> None:
-    warnings.warn(message, FutureWarning, stacklevel=4)
+    """A FutureWarning attributed to the user's line (the first frame outside trainwright and dataclasses)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR) or
+                                 frame.f_code.co_filename == "<string>"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, FutureWarning, stacklevel=level)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _arg(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING, **metadata):
@@ -273,7 +282,11 @@ class TrainingArguments(ProcessView, Setters):
     def _validate(self):
         """Check every value and normalise as transformers' __post_init__ does. Runs again after set_*."""
         for name in DICT_FIELDS:  # JSON strings from the command line / YAML
-            setattr(self, name, _parse_dict_field(name, getattr(self, name)))
+            setattr(self, name, parse_dict_field(name, getattr(self, name)))
+        for name in ("lr_scheduler_kwargs", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a dict or a JSON object string, "
+                                  f"e.g. {name}='{{\"key\": 1}}'.")
         if self.debug is None or self.debug == "":
             self.debug = []
         elif isinstance(self.debug, str):
@@ -490,36 +503,6 @@ def _jsonable(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
-
-
-def _parse_dict_field(name: str, value):
-    """A dict field given as a JSON string ('{"num_cycles": 0.5}') becomes a dict, with string values that
-    spell a bool or a number converted, as transformers does. Other strings are left alone (paths)."""
-    if not isinstance(value, str) or not value.lstrip().startswith("{"):
-        return value
-    try:
-        loaded = json.loads(value)
-    except ValueError as e:
-        raise ConfigError(f"{name}={value!r} is not valid JSON ({e}). Give a JSON object, e.g. "
-                          f"--{name} '{{\"key\": 1}}' (double quotes inside, single quotes around it).") from e
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{name}={value!r} must be a JSON object (a dict).")
-    return _typed_strings(loaded)
-
-
-def _typed_strings(d: dict) -> dict:
-    for key, value in d.items():
-        if isinstance(value, dict):
-            d[key] = _typed_strings(value)
-        elif isinstance(value, str):
-            low = value.lower()
-            if low in ("true", "false"):
-                d[key] = low == "true"
-            elif value.isdigit():
-                d[key] = int(value)
-            elif value.replace(".", "", 1).isdigit():
-                d[key] = float(value)
-    return d
 
 
 def _choice(name: str, value, valid: tuple) -> str:

@@ -1,5 +1,5 @@
-"""transformers compatibility of TrainingArguments: the field types HfArgumentParser reads, and the
-conversion of a ``transformers.TrainingArguments`` object into trainwright's.
+"""transformers compatibility of TrainingArguments: the field types HfArgumentParser reads, dict fields given
+as JSON strings, and the conversion of a ``transformers.TrainingArguments`` object into trainwright's.
 
 The fields that transformers' TrainingArguments also has are annotated with transformers' own types
 (``SchedulerType | str``, ``list[DebugOption]``, ...), so ``HfArgumentParser`` builds the same command-line
@@ -12,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import json
 import logging
 import sys
+
+from .errors import ConfigError
 
 logger = logging.getLogger("trainwright")
 
@@ -44,6 +47,37 @@ class _TransformersTypes:
 
 
 hf_types = _TransformersTypes()
+
+
+# ---------------------------------------------------------------------------------------------- dict fields
+def parse_dict_field(name: str, value):
+    """A dict field given as a JSON string ('{"num_cycles": 0.5}') becomes a dict, with string values that
+    spell a bool or a number converted, as transformers does. Other strings are left alone (paths)."""
+    if not isinstance(value, str) or not value.lstrip().startswith("{"):
+        return value
+    try:
+        loaded = json.loads(value)
+    except ValueError as e:
+        raise ConfigError(f"{name}={value!r} is not valid JSON ({e}). Give a JSON object, e.g. "
+                          f"--{name} '{{\"key\": 1}}' (double quotes inside, single quotes around it).") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{name}={value!r} must be a JSON object (a dict).")
+    return _typed_strings(loaded)
+
+
+def _typed_strings(d: dict) -> dict:
+    for key, value in d.items():
+        if isinstance(value, dict):
+            d[key] = _typed_strings(value)
+        elif isinstance(value, str):
+            low = value.lower()
+            if low in ("true", "false"):
+                d[key] = low == "true"
+            elif value.isdigit():
+                d[key] = int(value)
+            elif value.replace(".", "", 1).isdigit():
+                d[key] = float(value)
+    return d
 
 
 # ---------------------------------------------------------------------------------------------- conversion
