@@ -525,3 +525,14 @@ def test_main_process_first_under_torchrun(tmp_path):
     assert r1["entered"] >= r0["left"] - 0.05  # the replica ran the block after the main process finished it
     for r in (r0, r1):
         assert r["trainer_same_group"] and r["trainer_owns_group"] and r["trainer_world_size"] == 2
+
+
+def test_building_arguments_imports_neither_torch_nor_transformers():
+    code = ("import sys\nfrom trainwright import TrainingArguments\n"
+            "a = TrainingArguments('o', eval_strategy='epoch', lr_scheduler_type='greedy', "
+            "lr_scheduler_kwargs='{\"patience\": 1}', report_to='none')\n"
+            "a.set_training(learning_rate=1e-4).to_json_string()\n"
+            "bad = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], env=_client_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
