@@ -157,3 +157,12 @@ def test_plateau_schedule_resumes_exactly(tmp_path, tokenizer, make_tiny_model, 
         assert torch.equal(p, q), n
     assert resumed.lr_scheduler.state_dict() == full.lr_scheduler.state_dict()
     assert _logged_lrs(resumed) == _logged_lrs(full)
+
+
+def test_the_evaluation_before_training_does_not_step_the_schedule(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    args = _plateau_args(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", eval_on_start=True,
+                         lr_scheduler_kwargs={"patience": 0, "factor": 0.5, "threshold": 0.05})
+    trainer = Trainer(make_tiny_model(), args, train_dataset=sst2_small[0], eval_dataset=sst2_small[1],
+                      processing_class=tokenizer)
+    trainer.train()
+    _assert_dropped_after(trainer, 6)  # as without eval_on_start: the step-0 evaluation leaves the schedule alone

@@ -412,7 +412,7 @@ class Trainer:
         self._install_signal_handlers()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start and self.state.global_step == 0:
-            self._evaluate(ignore_keys_for_eval)
+            self._evaluate(ignore_keys_for_eval, skip_scheduler=True)  # as transformers: no scheduler step yet
 
         start_time = time.time()
         self._total_loss = torch.zeros((), device=self.device)  # sum of step losses over the run
@@ -689,10 +689,10 @@ class Trainer:
         except Exception:
             return None
 
-    def _evaluate(self, ignore_keys=None):
+    def _evaluate(self, ignore_keys=None, skip_scheduler: bool = False):
         metrics = self.evaluate(ignore_keys=ignore_keys)
         self._last_eval_was_best = self._update_best(metrics)
-        if self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):
+        if not skip_scheduler and self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):
             key = self.args.metric_for_best_model or "loss"  # as transformers: the best-model metric
             key = key if key.startswith("eval_") else f"eval_{key}"
             if key not in metrics:
