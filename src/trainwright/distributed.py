@@ -167,6 +167,39 @@ def _as_bool(value, name: str) -> bool:
 
 
 # ====================================================================== the process group and the model
+_OWN_GROUP = False  # True once trainwright started the default process group (it destroys it at exit)
+
+
+def ensure_process_group(args, device: torch.device) -> bool:
+    """Start the default process group under torchrun unless it is running: ``ddp_backend``, else nccl on
+    CUDA and gloo on the CPU, with ``ddp_timeout``. Used by :class:`Distributed` and by
+    ``TrainingArguments.main_process_first``, so both use the same group. A group started by the user's
+    own script is used as it is. Returns True when the group is trainwright's."""
+    global _OWN_GROUP
+    import torch.distributed as dist
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return _OWN_GROUP
+    backend = args.ddp_backend or ("nccl" if device.type == "cuda" else "gloo")
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(backend=backend, timeout=args.ddp_timeout_delta, **kwargs)
+    _OWN_GROUP = True
+    atexit.register(_destroy_own_group)
+    return True
+
+
+def _destroy_own_group():
+    if _FAILED:  # after an error the peers may be gone: do not wait for them
+        return
+    try:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+
+
 class Distributed:
     """What the loop needs from torch.distributed, and nothing more."""
 
@@ -197,16 +230,7 @@ class Distributed:
         return self.rank == 0
 
     def _init_process_group(self):
-        import torch.distributed as dist
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if dist.is_initialized():  # started by the user's script: use it as it is
-            return
-        backend = self.args.ddp_backend or ("nccl" if self.device.type == "cuda" else "gloo")
-        kwargs = {"device_id": self.device} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, timeout=self.args.ddp_timeout_delta, **kwargs)
-        self._created_group = True
-        atexit.register(self._destroy_at_exit)
+        self._created_group = ensure_process_group(self.args, self.device)
 
     def _quiet_replicas(self):
         """log_level_replica (default "warning") for every rank but 0, as transformers."""
@@ -414,12 +438,7 @@ class Distributed:
                 dist.destroy_process_group()
 
     def _destroy_at_exit(self):
-        if _FAILED:  # after an error the peers may be gone: do not wait for them
-            return
-        try:
-            self.destroy()
-        except Exception:
-            pass
+        _destroy_own_group()
 
 
 class IterableShard(torch.utils.data.IterableDataset):

@@ -1,8 +1,7 @@
 """Optimizers and learning-rate schedules named as in transformers (``optim=``, ``lr_scheduler_type=``)."""
 from __future__ import annotations
 
-import functools
-import math
+import warnings
 
 import torch
 
@@ -77,90 +76,51 @@ def _parse_optim_args(optim_args: str | None) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- schedules (module-level, so state_dict is JSON-able)
-def _constant(step):
-    return 1.0
-
-
-def _constant_with_warmup(step, *, num_warmup_steps):
-    return step / max(1, num_warmup_steps) if step < num_warmup_steps else 1.0
-
-
-def _linear(step, *, num_warmup_steps, num_training_steps):
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    return max(0.0, (num_training_steps - step) / max(1, num_training_steps - num_warmup_steps))
-
-
-def _cosine(step, *, num_warmup_steps, num_training_steps, num_cycles=0.5, min_lr_rate=0.0):
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
-    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
-    return max(0.0, factor * (1 - min_lr_rate) + min_lr_rate)
-
-
-def _cosine_with_restarts(step, *, num_warmup_steps, num_training_steps, num_cycles=1):
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
-    if progress >= 1.0:
-        return 0.0
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
-
-
-def _polynomial(step, *, num_warmup_steps, num_training_steps, lr_end=1e-7, power=1.0, lr_init=1.0):
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    if step > num_training_steps:
-        return lr_end / lr_init
-    decay_steps = num_training_steps - num_warmup_steps
-    remaining = 1 - (step - num_warmup_steps) / max(1, decay_steps)
-    return ((lr_init - lr_end) * remaining ** power + lr_end) / lr_init
-
-
-def _inverse_sqrt(step, *, num_warmup_steps, timescale=None):
-    timescale = timescale or (num_warmup_steps or 10_000)
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    shift = timescale - num_warmup_steps
-    return 1.0 / math.sqrt((step + shift) / timescale)
-
-
-def _warmup_stable_decay(step, *, num_warmup_steps, num_training_steps, num_decay_steps=None, min_lr_ratio=0.0):
-    num_decay_steps = num_decay_steps if num_decay_steps is not None else int(0.1 * num_training_steps)
-    stable_end = num_training_steps - num_decay_steps
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    if step < stable_end:
-        return 1.0
-    progress = (step - stable_end) / max(1, num_decay_steps)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
+# ---------------------------------------------------------------- schedules
 def create_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_steps: int, kwargs: dict | None = None):
+    """Any transformers ``lr_scheduler_type``, built by transformers' own ``get_scheduler`` with
+    ``lr_scheduler_kwargs`` passed through. A wrong keyword raises ``ConfigError`` naming lr_scheduler_kwargs."""
+    from transformers.optimization import get_scheduler
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f"lr_scheduler_kwargs={kwargs!r} must be a dict (or a JSON object string), "
+                          'e.g. {"num_cycles": 0.5}.')
     kwargs = dict(kwargs or {})
-    w, t = num_warmup_steps, num_training_steps
-    if name == "reduce_lr_on_plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **kwargs)
-    if name == "polynomial":
-        kwargs.setdefault("lr_init", optimizer.defaults["lr"])
-    if name == "cosine_with_min_lr":
-        if "min_lr" in kwargs:
-            kwargs["min_lr_rate"] = kwargs.pop("min_lr") / optimizer.defaults["lr"]
-        name = "cosine"
-    table = {
-        "constant": functools.partial(_constant),
-        "constant_with_warmup": functools.partial(_constant_with_warmup, num_warmup_steps=w),
-        "linear": functools.partial(_linear, num_warmup_steps=w, num_training_steps=t),
-        "cosine": functools.partial(_cosine, num_warmup_steps=w, num_training_steps=t, **kwargs),
-        "cosine_with_restarts": functools.partial(_cosine_with_restarts, num_warmup_steps=w, num_training_steps=t, **kwargs),
-        "polynomial": functools.partial(_polynomial, num_warmup_steps=w, num_training_steps=t, **kwargs),
-        "inverse_sqrt": functools.partial(_inverse_sqrt, num_warmup_steps=w, **kwargs),
-        "warmup_stable_decay": functools.partial(_warmup_stable_decay, num_warmup_steps=w, num_training_steps=t, **kwargs),
-    }
-    if name not in table:
-        raise ConfigError(f"lr_scheduler_type={name!r} is not supported; choose one of {sorted(table)}.")
-    if kwargs and name in ("linear", "constant", "constant_with_warmup"):
-        raise ConfigError(f"lr_scheduler_kwargs={kwargs!r} is not used by lr_scheduler_type={name!r}; remove it.")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, table[name])
+    if name in ("constant", "constant_with_warmup") and kwargs:  # transformers drops them without a word
+        warnings.warn(f"lr_scheduler_kwargs={kwargs!r} is not used by lr_scheduler_type={name!r} and is ignored "
+                      "(as in transformers); remove it.", stacklevel=3)
+    try:
+        return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps,
+                             num_training_steps=num_training_steps, scheduler_specific_kwargs=kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"lr_scheduler_type={name!r} with lr_scheduler_kwargs={kwargs!r}: {e}. Fix or remove "
+                          "lr_scheduler_kwargs (see the documentation of that schedule in transformers.optimization)."
+                          ) from e
+
+
+_METRIC_STEPPED: dict[type, bool] = {}
+
+
+def steps_on_metric(scheduler) -> bool:
+    """True for a scheduler stepped with the evaluation metric after each evaluation rather than after each
+    optimizer step: torch's ``ReduceLROnPlateau``, transformers' ``GreedyLR``, or any scheduler whose
+    ``step`` needs a value. The answer is cached per class (this is asked every optimizer step)."""
+    cls = type(scheduler)
+    known = _METRIC_STEPPED.get(cls)
+    if known is None:
+        known = _needs_metric(cls)
+        _METRIC_STEPPED[cls] = known
+    return known
+
+
+def _needs_metric(cls) -> bool:
+    if issubclass(cls, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return True
+    if any(c.__name__ == "GreedyLR" for c in cls.__mro__):
+        return True
+    import inspect
+    try:
+        params = list(inspect.signature(cls.step).parameters.values())[1:]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return bool(params) and params[0].default is inspect.Parameter.empty and \
+        params[0].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

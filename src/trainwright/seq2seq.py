@@ -31,12 +31,13 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import torch
 
 from . import args as _args_module
-from .args import TrainingArguments
+from .args import TrainingArguments, _arg
+from .args_compat import hf_types
 from .distributed import unwrap_model
 from .errors import ConfigError
 from .trainer import Trainer
@@ -62,11 +63,12 @@ class Seq2SeqTrainingArguments(TrainingArguments):
             ``generation_config`` when the trainer is built. Serialised as a plain dict.
     """
 
-    sortish_sampler: bool = False
-    predict_with_generate: bool = False
-    generation_max_length: int | None = None
-    generation_num_beams: int | None = None
-    generation_config: Any = None
+    sortish_sampler: bool = _arg(False, "Batches of similar lengths (train_sampling_strategy='group_by_length').")
+    predict_with_generate: bool = _arg(False, "Evaluate and predict with model.generate (token ids to compute_metrics).")
+    generation_max_length: int | None = _arg(None, "max_length of generate at evaluation.")
+    generation_num_beams: int | None = _arg(None, "num_beams of generate at evaluation.")
+    generation_config: str | Path | hf_types.GenerationConfig | None = _arg(
+        None, "A GenerationConfig, a dict of its fields, or a local generation_config.json (or its directory).")
 
     def _validate(self):
         if not isinstance(self.sortish_sampler, bool):
@@ -88,14 +90,6 @@ class Seq2SeqTrainingArguments(TrainingArguments):
                               f"a path to a generation_config.json (or its directory), got {type(gc).__name__}.")
         if isinstance(gc, os.PathLike):
             self.generation_config = os.fspath(gc)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if _is_generation_config(self.generation_config):
-            out["generation_config"] = self.generation_config.to_dict()
-        elif isinstance(self.generation_config, Mapping):
-            out["generation_config"] = dict(self.generation_config)
-        return out
 
 
 def _is_generation_config(obj) -> bool:

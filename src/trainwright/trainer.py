@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .args import TrainingArguments
+from .args_compat import is_transformers_args
 from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
                         ProgressCallback, TrainerCallback, TrainerControl)
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
@@ -34,6 +35,7 @@ from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, 
 from .distributed import Distributed, unwrap_model
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .hub import HubMixin
+from .optim import steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .state import TrainerState
@@ -87,6 +89,8 @@ class Trainer(HubMixin):
                               "optimizer_cls_and_kwargs, preprocess_logits_for_metrics.")
         if args is None:
             args = TrainingArguments(output_dir="trainer_output")
+        elif not isinstance(args, TrainingArguments) and is_transformers_args(args):
+            args = TrainingArguments.from_transformers(args)  # field by field; unsupported values raise here
         elif not isinstance(args, TrainingArguments):
             raise ConfigError(f"args must be a trainwright.TrainingArguments, got {type(args).__name__}. "
                               "Build it with `from trainwright import TrainingArguments`.")
@@ -410,7 +414,7 @@ class Trainer(HubMixin):
         self._install_signal_handlers()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start and self.state.global_step == 0:
-            self._evaluate(ignore_keys_for_eval)
+            self._evaluate(ignore_keys_for_eval, skip_scheduler=True)  # as transformers: no scheduler step yet
 
         start_time = time.time()
         self._total_loss = torch.zeros((), device=self.device)  # sum of step losses over the run
@@ -513,7 +517,7 @@ class Trainer(HubMixin):
         self._grad_norm = self._clip_gradients(model)
         self._guarded_optimizer_step()
         self.control = self.callback_handler.on_optimizer_step(args, self.state, self.control)
-        if not isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if not steps_on_metric(self.lr_scheduler):  # those are stepped with the metric after evaluations
             self.lr_scheduler.step()
         model.zero_grad(set_to_none=True)
 
@@ -661,7 +665,7 @@ class Trainer(HubMixin):
             self._stop_on_signal()
 
     def _get_learning_rate(self) -> float:
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if steps_on_metric(self.lr_scheduler):
             return float(self.optimizer.param_groups[0]["lr"])
         return float(self.lr_scheduler.get_last_lr()[0])
 
@@ -688,14 +692,17 @@ class Trainer(HubMixin):
         except Exception:
             return None
 
-    def _evaluate(self, ignore_keys=None):
+    def _evaluate(self, ignore_keys=None, skip_scheduler: bool = False):
         metrics = self.evaluate(ignore_keys=ignore_keys)
         self._last_eval_was_best = self._update_best(metrics)
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            key = self.args.metric_for_best_model or "loss"
+        if not skip_scheduler and self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):
+            key = self.args.metric_for_best_model or "loss"  # as transformers: the best-model metric
             key = key if key.startswith("eval_") else f"eval_{key}"
-            if key in metrics:
-                self.lr_scheduler.step(metrics[key])
+            if key not in metrics:
+                raise ConfigError(f"The learning-rate scheduler ({type(self.lr_scheduler).__name__}) is stepped with "
+                                  f"{key!r} (metric_for_best_model), which the evaluation did not produce; it produced "
+                                  f"{', '.join(sorted(metrics))}. Set metric_for_best_model to one of those.")
+            self.lr_scheduler.step(metrics[key])
         return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
