@@ -113,8 +113,9 @@ SAMPLES = {"lr_scheduler_kwargs": {"num_cycles": 2}, "optim_args": "momentum=0.9
            "ddp_bucket_cap_mb": 25, "ddp_broadcast_buffers": False, "ddp_static_graph": True, "ddp_backend": "gloo",
            "fsdp": "full_shard offload", "fsdp_config": {"min_num_params": 10}, "resume_from_checkpoint": "ckpt",
            "max_tokens_per_batch": 512, "generation_max_length": 10, "generation_num_beams": 2,
-           "generation_config": "gen_dir"}
-UNSUPPORTED_SAMPLES = {"debug": "underflow_overflow", "hub_private_repo": "true"}
+           "generation_config": "gen_dir", "hub_token": "tok", "hub_model_id": "me/model", "hub_revision": "dev",
+           "hub_private_repo": True}
+UNSUPPORTED_SAMPLES = {"debug": "underflow_overflow"}
 CLI_UNPARSABLE = {"liger_kernel_config", "parallelism_config"}
 NEEDS_OTHERS = {"dataloader_prefetch_factor": ("4", ["--dataloader_num_workers", "2"])}
 
@@ -410,9 +411,11 @@ def test_set_helpers_validate_again_and_leave_the_arguments_unchanged_on_error()
     assert a.per_device_train_batch_size == 8 and a.learning_rate == 5e-5 and a.do_train is False
     with pytest.raises(ConfigError, match="lr_scheduler_type"):
         a.set_lr_scheduler(name="cosin")
-    with pytest.raises(ConfigError, match="push_to_hub"):
-        a.set_push_to_hub("me/model")
+    with pytest.raises(ConfigError, match="hub_strategy"):
+        a.set_push_to_hub("me/model", strategy="sometimes")
     assert a.push_to_hub is False
+    a.set_push_to_hub("me/model", strategy="checkpoint")
+    assert a.push_to_hub and a.hub_model_id == "me/model" and a.hub_strategy == "checkpoint"
     a.set_evaluate(strategy="epoch")
     assert a.do_eval and a.eval_strategy == "epoch"
 

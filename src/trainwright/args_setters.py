@@ -73,7 +73,7 @@ class Setters:
 
     def set_push_to_hub(self, model_id: str, strategy="every_save", token: str | None = None,
                         private_repo: bool | None = None, always_push: bool = False, revision: str | None = None):
-        """Not supported (trainwright works offline): raises ``ConfigError`` naming ``push_to_hub``."""
+        """Push to the Hub as transformers' ``set_push_to_hub`` (see docs/sharing.md)."""
         return self._set_fields(push_to_hub=True, hub_model_id=model_id, hub_strategy=getattr(strategy, "value", strategy),
                                 hub_token=token, hub_private_repo=private_repo, hub_always_push=always_push,
                                 hub_revision=revision)
