@@ -23,3 +23,7 @@ class CheckpointError(TrainwrightError, RuntimeError):
 
 class NonFiniteLossError(TrainwrightError, RuntimeError):
     """Training stopped because the loss or the gradients kept being NaN or inf."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files are incomplete or do not match its manifest (nothing was loaded from it)."""
