@@ -75,6 +75,7 @@ class Capture(TrainerCallback):
         self.group_lrs = [g["lr"] for g in optimizer.param_groups]
         self.last_lr = list(lr_scheduler.get_last_lr())
         self.last_epoch = lr_scheduler.last_epoch
+        self.cpu_rng = torch.get_rng_state().clone()
 
 
 def _ours(tmp_path, tokenizer, **kw):
@@ -101,6 +102,14 @@ def _assert_resumed_exactly(capture, ckpt, order, tokenizer):
     assert capture.group_lrs == pytest.approx([expected_lr] * len(capture.group_lrs))
     assert hf_lrs == pytest.approx([expected_lr] * len(hf_lrs))
     assert capture.last_lr[0] == pytest.approx(expected_lr) and capture.last_epoch == HF_SAVE
+    with torch.serialization.safe_globals(_numpy_globals()):
+        rng = torch.load(ckpt / "rng_state.pth", weights_only=True)
+    assert torch.equal(capture.cpu_rng, rng["cpu"])  # the RNGs continue where transformers left them
+
+
+def _numpy_globals():
+    import numpy as np
+    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def test_resume_transformers_checkpoint_weights_moments_lr(tmp_path, tokenizer, hf_run, caplog):
@@ -193,7 +202,7 @@ def test_unsafe_pickles_are_never_loaded(tmp_path, tokenizer, hf_run, caplog, vi
     shutil.copytree(hf_out / f"checkpoint-{HF_SAVE}", ckpt)
     marker = tmp_path / "PWNED"
     with open(ckpt / victim, "wb") as f:
-        pickle.dump({"state": _Payload(str(marker)), "param_groups": []}, f)
+        pickle.dump({"state": _Payload(str(marker)), "param_groups": []}, f, protocol=2)
     trainer = Trainer(_model(tokenizer, seed=1), _ours(tmp_path, tokenizer), train_dataset=_dataset(tokenizer),
                       processing_class=tokenizer)
     if victim == "training_args.bin":

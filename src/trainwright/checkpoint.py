@@ -596,8 +596,13 @@ def _refuse_non_regular(path: str, rel: str, kind: str | None = None) -> None:
 def _refuse_pickles(path: str) -> None:
     """Refuse a directory holding anything that could carry a pickle, or anything that is not a regular file.
     Never unpickles anything, and opens regular files only."""
-    skip = lambda name: bool(_CHECKPOINT_RE.match(name) or _TEMP_RE.match(name))  # noqa: E731
-    for rel in safe_fs.regular_files(path, skip_dir=skip, refuse=lambda rel, kind: _refuse_non_regular(path, rel, kind)):
+    def skip(name):
+        return bool(_CHECKPOINT_RE.match(name) or _TEMP_RE.match(name))
+
+    def refuse(rel, kind):
+        _refuse_non_regular(path, rel, kind)
+
+    for rel in safe_fs.regular_files(path, skip_dir=skip, refuse=refuse):
         reason = _pickle_reason(os.path.join(path, rel))
         if reason:
             raise CheckpointError(

@@ -62,8 +62,9 @@ class OutputDirLock:
         try:
             fd = self._open()
         except OSError as e:
-            logger.warning("Could not create the lock file %s (%s); training without a lock on output_dir.",
-                           self.path, e.strerror or e)
+            if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):  # those: train() names the unwritable dir
+                logger.warning("Could not create the lock file %s (%s); training without a lock on output_dir.",
+                               self.path, e.strerror or e)
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
