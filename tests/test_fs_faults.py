@@ -184,18 +184,20 @@ def test_write_errors_injected_degrade_the_same_way(tmp_path, tokenizer, make_ti
     _check_degraded_run(trainer, out, before, caplog.records, every_kind_failed=True)
 
 
-@pytest.mark.parametrize("run_name", ["../../escape", "/abs/escape", ".."])
-def test_run_name_never_writes_outside_output_dir(tmp_path, tokenizer, make_tiny_model, run_name):
+@pytest.mark.parametrize("run_name,subdir", [("../../escape", "escape"), ("/abs/escape", None), ("..", "run"),
+                                             ("group/run-1", "group/run-1")])
+def test_run_name_never_writes_outside_output_dir(tmp_path, tokenizer, make_tiny_model, run_name, subdir):
     out = tmp_path / "a" / "b" / "out"
     if run_name.startswith("/"):
         run_name = str(tmp_path / "abs" / "escape")
+        subdir = run_name.lstrip("/")
     trainer = Trainer(make_tiny_model(), _args(out, run_name=run_name, max_steps=2, save_steps=2),
                       train_dataset=_data(tokenizer), processing_class=tokenizer)
     trainer.train()
     outside = [str(p) for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents]
     assert not outside, outside
     events = list((out / "runs").rglob("events.out.tfevents.*"))
-    assert len(events) == 1 and events[0].parent.parent == out / "runs", events
+    assert len(events) == 1 and events[0].parent == out / "runs" / subdir, events  # nested names nest, as in HF
     # an explicit logging_dir may point elsewhere
     elsewhere = tmp_path / "tb"
     Trainer(make_tiny_model(), _args(tmp_path / "out2", run_name=run_name, logging_dir=str(elsewhere), max_steps=1,

@@ -11,7 +11,8 @@ directory being written, reads that never open anything but regular files, and n
 * ``remove_in(root, rel)`` / ``remove_tree(path)``: never follow a symlink; never delete outside ``root``.
 * ``regular_files(root)``: the files of a directory tree, refusing (by name, without opening it) anything that is
   not a regular file: a FIFO, a socket or a device would block or never end when read.
-* ``safe_component(name)``: a user-given name (``run_name``, a trial name) as ONE path component.
+* ``safe_relpath(name)``: a user-given name (``run_name``, a trial name) as a relative path that stays inside
+  the directory it is joined to.
 """
 from __future__ import annotations
 
@@ -293,13 +294,18 @@ def open_regular(full: str, mode: str = "rb"):
 
 
 # ----------------------------------------------------------------------------------------------------- names
-_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
-def safe_component(name, default: str = "run") -> str:
-    """``name`` as a single path component: separators and control characters become ``_``, and a name that is
-    empty, ``.`` or ``..`` becomes ``default``. ``"../../x"`` -> ``".._.._x"``; ``"/abs/p"`` -> ``"_abs_p"``."""
-    text = _UNSAFE.sub("_", str(name)).strip()
-    if text in ("", ".", "..") or set(text) == {"."}:
-        return default
-    return text[:200]
+def safe_relpath(name, default: str = "run") -> str:
+    """``name`` as a relative path that cannot leave the directory it is joined to: split at ``/`` and ``\\``,
+    without empty, ``.`` and ``..`` parts (so without a root either), control characters as ``_``; ``default``
+    if nothing is left. ``"group/run"`` stays ``group/run``; ``"../../x"`` -> ``x``; ``"/abs/p"`` -> ``abs/p``."""
+    parts = []
+    for part in re.split(r"[\\/]+", str(name)):
+        part = _CONTROL.sub("_", part).strip()
+        if os.name == "nt":
+            part = part.replace(":", "_")  # "C:" would make os.path.join start over at a drive
+        if part not in ("", ".", ".."):
+            parts.append(part[:200])
+    return os.path.join(*parts) if parts else default
