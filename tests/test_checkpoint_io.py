@@ -503,3 +503,151 @@ def test_load_best_model_weights_from_checkpoint(tmp_path):
     fresh = tiny_bert(seed=9)
     load_model_weights(ckpt, fresh)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), fresh.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. non-regular files, symlinks (issue 14, classes 6 and 9)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _in_thread(fn, timeout=30):
+    """Run fn in a daemon thread; (finished, result or exception). A hang shows as finished=False."""
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive(), box.get("error", box.get("result"))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device-symlink"])
+def test_non_regular_file_in_checkpoint_is_refused_at_once(tmp_path, kind):
+    import socket as socketlib
+    model = small_linear()
+    ckpt = save_checkpoint(tmp_path / "checkpoint-1", model=model, optimizer=torch.optim.SGD(model.parameters()))
+    planted = os.path.join(ckpt, "notes.bin" if kind == "fifo" else "extra")
+    server = None
+    if kind == "fifo":
+        os.mkfifo(planted)  # opening it for reading blocks until a writer comes: forever
+    elif kind == "socket":
+        server = socketlib.socket(socketlib.AF_UNIX)
+        server.bind(planted)
+    else:
+        os.symlink("/dev/zero", planted)  # reading it never ends
+    try:
+        finished, outcome = _in_thread(lambda: load_checkpoint(ckpt, model=small_linear(1)))
+    finally:
+        if server is not None:
+            server.close()
+    assert finished, f"load_checkpoint hung on a {kind}"
+    assert isinstance(outcome, CheckpointError), outcome
+    what = {"fifo": "a FIFO", "socket": "a socket", "device-symlink": "a symlink to a character device"}[kind]
+    message = str(outcome)
+    for phrase in (os.path.basename(planted), what, "not a regular file", f"Remove {planted}"):
+        assert phrase in message, (phrase, message)
+
+
+def test_resume_with_a_fifo_in_the_checkpoint_fails_at_once(tmp_path, tokenizer, make_tiny_model):
+    from datasets import Dataset
+
+    from trainwright import Trainer, TrainingArguments
+    texts = ["good movie", "bad film", "a fine story", "terrible"] * 4
+    data = Dataset.from_dict({**tokenizer(texts), "label": [i % 2 for i in range(16)]})
+
+    def args(steps):
+        return TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=steps,
+                                 save_steps=2, report_to="none", disable_tqdm=True, write_report=False)
+    Trainer(make_tiny_model(), args(2), train_dataset=data, processing_class=tokenizer).train()
+    os.mkfifo(tmp_path / "out" / "checkpoint-2" / "optimizer.pt")
+    trainer = Trainer(make_tiny_model(), args(4), train_dataset=data, processing_class=tokenizer)
+    finished, outcome = _in_thread(lambda: trainer.train(resume_from_checkpoint=True), timeout=60)
+    assert finished, "resume hung on a FIFO"
+    assert isinstance(outcome, CheckpointError) and "optimizer.pt is a FIFO" in str(outcome), outcome
+
+
+def test_save_model_never_deletes_through_a_symlink(tmp_path):
+    """An old manifest in the target lists sub/victim.txt, and sub is a symlink to a directory outside: saving the
+    model there again deletes nothing outside the directory being written."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("precious")
+    target = tmp_path / "model"
+    save_model_dir(target, small_linear())
+    os.symlink(outside, target / "sub")
+    manifest = json.loads((target / MANIFEST_NAME).read_text())
+    manifest["files"].append({"path": "sub/victim.txt", "size": 8, "sha256": "0" * 64})
+    manifest["files"].append({"path": "../outside/victim.txt", "size": 8, "sha256": "0" * 64})
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest))
+    save_model_dir(target, small_linear(2))
+    assert (outside / "victim.txt").read_text() == "precious"
+    assert os.path.islink(target / "sub")  # the link itself is not the model's to remove either
+    fresh = small_linear(3)
+    load_model_weights(target, fresh)
+    assert torch.equal(fresh.weight, small_linear(2).weight)
+
+
+def test_rotation_and_temp_cleanup_never_delete_through_a_symlink(tmp_path):
+    outside = tmp_path / "outside"
+    out = tmp_path / "out"
+    out.mkdir()
+    model = small_linear()
+    save_checkpoint(outside / "checkpoint-1", model=model, rng_state=False)
+    os.symlink(outside / "checkpoint-1", out / "checkpoint-1")  # a checkpoint-N that is a link to elsewhere
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale_name = _temp_name("checkpoint-9", "tmp").replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    (outside / "stale-target").mkdir()
+    (outside / "stale-target" / "keep.txt").write_text("x")
+    os.symlink(outside / "stale-target", out / stale_name)  # looks like a stale temp dir, is a link
+    for step in (2, 3):
+        save_checkpoint(out / f"checkpoint-{step}", model=model, rng_state=False)
+    rotate_checkpoints(out, 2)
+    assert checkpoint_status(outside / "checkpoint-1")[0]  # the target is complete and untouched
+    assert (outside / "stale-target" / "keep.txt").read_text() == "x"
+    assert sorted(os.listdir(out)) == sorted(["checkpoint-2", "checkpoint-3", stale_name])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. a same-size corrupted file: resume_from_checkpoint=True falls back to the previous checkpoint
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_same_size_corruption_falls_back_to_the_previous_checkpoint(tmp_path, tokenizer, make_tiny_model):
+    from datasets import Dataset
+
+    from trainwright import Trainer, TrainingArguments
+    texts = ["good movie", "bad film", "a fine story", "terrible"] * 4
+    data = Dataset.from_dict({**tokenizer(texts), "label": [i % 2 for i in range(16)]})
+
+    def args(steps):
+        return TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=steps,
+                                 save_steps=2, report_to="none", disable_tqdm=True, write_report=False,
+                                 logging_steps=1)
+    Trainer(make_tiny_model(), args(4), train_dataset=data, processing_class=tokenizer).train()
+    newest = tmp_path / "out" / "checkpoint-4" / "model.safetensors"
+    blob = bytearray(newest.read_bytes())
+    blob[-10] ^= 0xFF  # same size: only the sha256 in the manifest tells
+    newest.write_bytes(bytes(blob))
+    assert checkpoint_status(newest.parent)[0]  # the cheap check cannot see it
+    with pytest.raises(CheckpointError, match="does not match its sha256"):  # an explicit path is refused
+        Trainer(make_tiny_model(), args(6), train_dataset=data,
+                processing_class=tokenizer).train(resume_from_checkpoint=str(newest.parent))
+    from trainwright import TrainerCallback
+
+    class FirstStep(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.step = state.global_step
+
+    first = FirstStep()
+    trainer = Trainer(make_tiny_model(), args(6), train_dataset=data, processing_class=tokenizer, callbacks=[first])
+    with pytest.warns(UserWarning, match=r"checkpoint-4 is corrupt: model.safetensors does not match its sha256.*"
+                                         r"falling back to the earlier checkpoint .*checkpoint-2"):
+        out = trainer.train(resume_from_checkpoint=True)
+    assert first.step == 2 and out.global_step == 6  # continued from checkpoint-2

@@ -4,6 +4,7 @@ the same weights bit for bit, and memory does not grow over many steps and evalu
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainwright import CheckpointError, NonFiniteLossError, Trainer, TrainerCallback, TrainingArguments
+from trainwright import (CheckpointError, ConfigError, NonFiniteLossError, Trainer, TrainerCallback,
+                         TrainingArguments)
 from trainwright.checkpoint import checkpoint_status, list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +196,191 @@ def test_failed_save_with_stop_raises(tmp_path, tokenizer, make_tiny_model, monk
     resumed = Trainer(make_tiny_model(), _args(tmp_path, max_steps=12, save_strategy="steps", save_steps=3),
                       train_dataset=_data(tokenizer), processing_class=tokenizer)
     assert resumed.train(resume_from_checkpoint=True).global_step == 12
+
+
+# =============================================================================================== best model
+def test_best_model_bookkeeping_changes_only_with_a_complete_checkpoint(tmp_path, tokenizer, make_tiny_model,
+                                                                         monkeypatch):
+    """The save of a better checkpoint (step 6) fails: best_metric, best_global_step and best_model_checkpoint keep
+    naming checkpoint-4, and load_best_model_at_end loads checkpoint-4, whose score best_metric names."""
+    monkeypatch.delenv("TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE", raising=False)
+    scores = {2: 0.1, 4: 0.5, 6: 0.9, 8: 0.2}
+    holder = {}
+
+    def metrics(_):  # scripted by step: step 6 is the best evaluation, but its checkpoint never gets written
+        return {"score": scores.get(holder["trainer"].state.global_step, 0.0)}
+
+    weights = {}
+
+    class Weights(TrainerCallback):
+        def on_save(self, args, state, control, model=None, **kw):
+            weights[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    out = tmp_path / "out"
+    trainer = Trainer(make_tiny_model(), _args(tmp_path, max_steps=8, eval_strategy="steps", eval_steps=2,
+                                               save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                                               metric_for_best_model="score"),
+                      train_dataset=_data(tokenizer), eval_dataset=_data(tokenizer, 8), processing_class=tokenizer,
+                      compute_metrics=metrics, callbacks=[FailSaves({6: "ENOSPC"}), Weights()])
+    holder["trainer"] = trainer
+    trainer.train()
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-8"]
+    assert trainer.state.best_metric == 0.5
+    assert trainer.state.best_global_step == 4
+    assert trainer.state.best_model_checkpoint == str(out / "checkpoint-4")
+    saved_state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
+    assert (saved_state["best_metric"], saved_state["best_global_step"]) == (0.5, 4)
+    for name, value in trainer.model.state_dict().items():  # the weights of checkpoint-4, loaded at the end
+        assert torch.equal(value, weights[4][name]), name
+
+
+# =============================================================================================== a resume that is not exact
+def _stopped_run(tmp_path, tokenizer, make_tiny_model, **kw):
+    from conftest import StopAt
+    Trainer(make_tiny_model(), _args(tmp_path, save_strategy="steps", save_steps=2, seed=7, **kw),
+            train_dataset=_data(tokenizer), processing_class=tokenizer, callbacks=[StopAt(4)]).train()
+
+
+def _resume(tmp_path, tokenizer, make_tiny_model, data, **kw):
+    args = dict(save_strategy="steps", save_steps=2, seed=7)
+    args.update(kw)
+    trainer = Trainer(make_tiny_model(), _args(tmp_path, **args), train_dataset=data, processing_class=tokenizer)
+    return trainer, trainer.train(resume_from_checkpoint=True)
+
+
+@pytest.mark.parametrize("change,expected", [
+    ("seed", "seed: checkpoint 7, now 8 (it seeds the data order)"),
+    ("data_seed", "data_seed: checkpoint None, now 3 (it seeds the data order)"),
+    ("grown", "train_dataset grew: checkpoint 32 rows, now 40"),
+    ("shrunk", "train_dataset shrank: checkpoint 32 rows, now 31"),
+    ("changed", "train_dataset changed: same 32 rows but different row contents"),
+])
+def test_resume_with_other_seed_or_data_is_refused(tmp_path, tokenizer, make_tiny_model, change, expected):
+    from datasets import Dataset
+    _stopped_run(tmp_path, tokenizer, make_tiny_model)
+    data, kw = _data(tokenizer), {}
+    if change == "seed":
+        kw["seed"] = 8
+    elif change == "data_seed":
+        kw["data_seed"] = 3
+    elif change == "grown":
+        data = _data(tokenizer, 40)
+    elif change == "shrunk":
+        data = data.select(range(31))
+    else:  # the same number of rows, other texts
+        texts = [f"row number {i} reads differently" for i in range(32)]
+        data = Dataset.from_dict({**tokenizer(texts), "label": [i % 2 for i in range(32)]})
+    with pytest.raises(CheckpointError) as info:
+        _resume(tmp_path, tokenizer, make_tiny_model, data, **kw)
+    message = str(info.value)
+    assert expected in message and "checkpoint-4" in message, message
+    assert "ignore_data_skip=True" in message, message
+    # the documented override resumes anyway
+    trainer, out = _resume(tmp_path, tokenizer, make_tiny_model, data, ignore_data_skip=True, **kw)
+    assert out.global_step == 10
+
+
+def test_resume_with_the_same_data_rebuilt_is_accepted(tmp_path, tokenizer, make_tiny_model):
+    """No false alarm: the dataset built again from the same rows (a new object, as in a restarted script)."""
+    _stopped_run(tmp_path, tokenizer, make_tiny_model)
+    trainer, out = _resume(tmp_path, tokenizer, make_tiny_model, _data(tokenizer))
+    assert out.global_step == 10
+    assert trainer.state.log_history[0]["step"] <= 4
+
+
+# =============================================================================================== trainer_state.json
+def _rewrite_state(ckpt: Path, **values):
+    """Edit trainer_state.json and keep the manifest consistent (as a buggy writer or a careful hand would)."""
+    import hashlib
+    state_file = ckpt / "trainer_state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), **values}, indent=2))
+    manifest_file = ckpt / "trainwright_checkpoint.json"
+    manifest = json.loads(manifest_file.read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "trainer_state.json":
+            entry["size"] = state_file.stat().st_size
+            entry["sha256"] = hashlib.sha256(state_file.read_bytes()).hexdigest()
+    manifest_file.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("global_step", "4", "'global_step' is '4' (str), expected an integer >= 0"),
+    ("global_step", -3, "'global_step' is -3 (int), expected an integer >= 0"),
+    ("global_step", 10**12, "global_step=1000000000000 is beyond this run's 10 steps"),
+    ("epoch", float("nan"), "'epoch' is nan (float), expected a finite number >= 0"),
+    ("log_history", "none", "'log_history' is 'none' (str), expected a list of objects"),
+])
+def test_absurd_trainer_state_is_a_clear_error(tmp_path, tokenizer, make_tiny_model, key, value, expected):
+    _stopped_run(tmp_path, tokenizer, make_tiny_model)
+    ckpt = tmp_path / "out" / "checkpoint-4"
+    _rewrite_state(ckpt, **{key: value})
+    trainer = Trainer(make_tiny_model(), _args(tmp_path, save_strategy="steps", save_steps=2, seed=7),
+                      train_dataset=_data(tokenizer), processing_class=tokenizer)
+    with pytest.raises(CheckpointError) as info:
+        trainer.train(resume_from_checkpoint=str(ckpt))
+    message = str(info.value)
+    assert expected in message, message
+    assert str(ckpt / "trainer_state.json") in message
+    assert "resume from another checkpoint" in message or "raise max_steps" in message, message
+    assert trainer.state.global_step == 0  # nothing trained
+
+
+# =============================================================================================== one run per output_dir
+def test_second_trainer_on_the_same_output_dir_is_refused(tmp_path, tokenizer, make_tiny_model):
+    second = Trainer(make_tiny_model(), _args(tmp_path, max_steps=2), train_dataset=_data(tokenizer),
+                     processing_class=tokenizer)
+    errors = []
+
+    class StartAnother(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 2:
+                try:
+                    second.train()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+
+    first = Trainer(make_tiny_model(), _args(tmp_path, max_steps=4), train_dataset=_data(tokenizer),
+                    processing_class=tokenizer, callbacks=[StartAnother()])
+    assert first.train().global_step == 4  # the first run is not disturbed
+    assert len(errors) == 1 and isinstance(errors[0], ConfigError), errors
+    message = str(errors[0])
+    for phrase in (f"output_dir={str(tmp_path / 'out')!r} is in use by another training run",
+                   f"process {os.getpid()} on host", "started", "Use another output_dir"):
+        assert phrase in message, (phrase, message)
+    assert second.state.global_step == 0
+    assert second.train().global_step == 2  # released at the end of the first train()
+
+
+def test_output_dir_lock_is_released_on_error_and_when_its_holder_dies(tmp_path, tokenizer, make_tiny_model):
+    import subprocess
+    import textwrap
+
+    class Boom(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer(make_tiny_model(), _args(tmp_path, max_steps=2), train_dataset=_data(tokenizer),
+                processing_class=tokenizer, callbacks=[Boom()]).train()
+    # another process holds the lock, then is killed: no stale lock remains
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from trainwright.run_lock import OutputDirLock
+        lock = OutputDirLock({str(tmp_path / 'out')!r})
+        assert lock.acquire()
+        print("locked", flush=True)
+        time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        trainer = Trainer(make_tiny_model(), _args(tmp_path, max_steps=2), train_dataset=_data(tokenizer),
+                          processing_class=tokenizer)
+        with pytest.raises(ConfigError, match=f"process {holder.pid} on host"):
+            trainer.train()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert trainer.train().global_step == 2
 
 
 # =============================================================================================== SIGKILL chaos

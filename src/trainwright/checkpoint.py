@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import sys
 import time
@@ -42,7 +41,8 @@ import zipfile
 
 import torch
 
-from .errors import CheckpointError
+from . import safe_fs
+from .errors import CheckpointError, CorruptCheckpointError
 
 MANIFEST_NAME = "trainwright_checkpoint.json"
 PREFIX_CHECKPOINT_DIR = "checkpoint"
@@ -130,7 +130,7 @@ def save_checkpoint(
         return final
     except BaseException as e:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            safe_fs.remove_tree(tmp)
         if not isinstance(e, Exception):
             raise
         hint = ""
@@ -185,6 +185,10 @@ def load_checkpoint(
                 "use the same optimizer to resume"
             )
     trainer_state = _read_json(path, TRAINER_STATE_NAME) if _exists(path, TRAINER_STATE_NAME) else {}
+    if trainer_state:
+        from .state import check_trainer_state
+
+        check_trainer_state(trainer_state, os.path.join(path, TRAINER_STATE_NAME))
     training_args = _read_json(path, TRAINING_ARGS_NAME) if _exists(path, TRAINING_ARGS_NAME) else {}
     extra = _decode(manifest.get("extra") or {}, {})
     # Phase 2: apply.
@@ -227,14 +231,26 @@ def list_checkpoints(output_dir) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir) -> str | None:
-    """The newest complete checkpoint in ``output_dir``; each newer incomplete one is skipped with a warning."""
+def latest_checkpoint(output_dir, before=None) -> str | None:
+    """The newest complete checkpoint in ``output_dir`` (older than the checkpoint ``before`` when given); each
+    newer incomplete one is skipped with a warning. A checkpoint written by transformers.Trainer (it has no
+    manifest to check) counts as complete, as transformers' own resume takes the newest one."""
+    from .hf_checkpoint import is_hf_checkpoint
+
+    limit = _step_of(before) if before is not None else None
     for path in reversed(list_checkpoints(output_dir)):
+        if limit is not None and _step_of(path) >= limit:
+            continue
         ok, reason = checkpoint_status(path)
-        if ok:
+        if ok or is_hf_checkpoint(path):
             return path
         warnings.warn(f"{reason} (skipped; falling back to an earlier checkpoint)", stacklevel=2)
     return None
+
+
+def _step_of(path) -> int:
+    m = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(os.fspath(path))))
+    return int(m.group(1)) if m else -1
 
 
 def rotate_checkpoints(output_dir, save_total_limit, best_model_checkpoint=None) -> list[str]:
@@ -293,7 +309,7 @@ def save_model_dir(output_dir, model, processing_class=None) -> str:
         return final
     except BaseException as e:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            safe_fs.remove_tree(tmp)
         if not isinstance(e, Exception):
             raise
         raise CheckpointError(f"could not save the model to {final}: {_describe(e)}") from e
@@ -301,8 +317,13 @@ def save_model_dir(output_dir, model, processing_class=None) -> str:
 
 def load_model_weights(path, model) -> None:
     """Load model weights from a checkpoint dir or a model dir (save_model_dir / save_pretrained output)."""
+    from .hf_checkpoint import is_hf_checkpoint, read_hf_model_state
+
     path = os.path.abspath(os.fspath(path))
-    if _exists(path, MANIFEST_NAME) or _CHECKPOINT_RE.match(os.path.basename(path)):
+    if is_hf_checkpoint(path):  # transformers.Trainer's checkpoint: its safetensors weights, nothing else is read
+        safe_fs.regular_files(path, refuse=lambda rel, kind: _refuse_non_regular(path, rel, kind))
+        state = (read_hf_model_state(path), {})
+    elif _exists(path, MANIFEST_NAME) or _CHECKPOINT_RE.match(os.path.basename(path)):
         manifest = _verify(path, model, strict_model=True)
         state = _read_model_state(path, manifest)
     else:  # a model directory written by something else: no integrity check possible, but still no pickles.
@@ -446,7 +467,7 @@ def _publish(tmp: str, final: str) -> None:
             os.rename(old, final)
             raise
         _fsync_dir(parent)
-        shutil.rmtree(old, ignore_errors=True)
+        safe_fs.remove_tree(old)
     else:
         os.rename(tmp, final)
         _fsync_dir(parent)
@@ -464,18 +485,29 @@ def _move_files_in(tmp: str, final: str, manifest: dict) -> None:
         _fsync_dir(final)
     new_files = [f["path"] for f in manifest["files"]]
     for rel in new_files:
-        dst = os.path.join(final, rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        os.replace(os.path.join(tmp, rel), dst)
-    for rel in set(old_files) - set(new_files):  # e.g. shards of a bigger previous save
-        if _safe_rel(rel) and os.path.isfile(os.path.join(final, rel)):
-            os.remove(os.path.join(final, rel))
+        os.replace(os.path.join(tmp, rel), _real_dir_path(final, rel))
+    for rel in sorted(set(old_files) - set(new_files)):  # e.g. shards of a bigger previous save
+        # only inside final, never through a symlink (an old manifest may name "link/file" with link -> elsewhere)
+        safe_fs.remove_in(final, rel)
     _fsync_dir(final)
     w = _Writer(tmp)
     w.write_json(MANIFEST_NAME, manifest, last=True)
     os.replace(os.path.join(tmp, MANIFEST_NAME), os.path.join(final, MANIFEST_NAME))
     _fsync_dir(final)
-    shutil.rmtree(tmp, ignore_errors=True)
+    safe_fs.remove_tree(tmp)
+
+
+def _real_dir_path(root: str, rel: str) -> str:
+    """root/rel with every parent directory a real directory inside root: a symlink (or file) standing where a
+    parent directory goes is removed (the link itself, never its target) and replaced by a directory."""
+    parts = [p for p in rel.split("/") if p]
+    current = root
+    for part in parts[:-1]:
+        current = os.path.join(current, part)
+        if os.path.islink(current) or (os.path.lexists(current) and not os.path.isdir(current)):
+            os.unlink(current)
+        os.makedirs(current, exist_ok=True)
+    return os.path.join(current, parts[-1])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -491,7 +523,7 @@ def _verify(path: str, model, *, strict_model: bool) -> dict:
     for entry in manifest["files"]:
         full = os.path.join(path, entry["path"])
         if _sha256(full) != entry["sha256"]:
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {path} is corrupt: {entry['path']} does not match its sha256 in {MANIFEST_NAME}; "
                 "use an earlier checkpoint"
             )
@@ -511,19 +543,20 @@ def _read_manifest(path: str, *, check_sizes: bool) -> dict:
     if not os.path.isdir(path):
         raise CheckpointError(f"{path} does not exist or is not a directory")
     full = os.path.join(path, MANIFEST_NAME)
-    if not os.path.isfile(full):
-        raise CheckpointError(
+    if not os.path.lexists(full):
+        raise CorruptCheckpointError(
             f"checkpoint {path} is incomplete: no manifest, the write was interrupted; use an earlier checkpoint"
         )
+    _refuse_non_regular(path, MANIFEST_NAME)
     try:
-        with open(full, encoding="utf-8") as f:
-            manifest = json.load(f)
+        with safe_fs.open_regular(full) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its manifest cannot be read ({e})") from e
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt: its manifest cannot be read ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != "trainwright-checkpoint" or not isinstance(
         manifest.get("files"), list
     ):
-        raise CheckpointError(f"checkpoint {path} is corrupt: {MANIFEST_NAME} is not a trainwright manifest")
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt: {MANIFEST_NAME} is not a trainwright manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {manifest.get('format_version')}, newer than this trainwright "
@@ -532,24 +565,44 @@ def _read_manifest(path: str, *, check_sizes: bool) -> dict:
     for entry in manifest["files"]:
         rel = entry.get("path") if isinstance(entry, dict) else None
         if not isinstance(rel, str) or not _safe_rel(rel):
-            raise CheckpointError(f"checkpoint {path} is corrupt: bad file entry {entry!r} in {MANIFEST_NAME}")
+            raise CorruptCheckpointError(f"checkpoint {path} is corrupt: bad file entry {entry!r} in {MANIFEST_NAME}")
         if not check_sizes:
             continue
         full = os.path.join(path, rel)
-        if not os.path.isfile(full):
-            raise CheckpointError(f"checkpoint {path} is corrupt: {rel} is missing; use an earlier checkpoint")
+        if not os.path.lexists(full):
+            raise CorruptCheckpointError(f"checkpoint {path} is corrupt: {rel} is missing; use an earlier checkpoint")
+        _refuse_non_regular(path, rel)
         size = os.path.getsize(full)
         if size != entry.get("size"):
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {path} is corrupt: {rel} has {size} bytes, the manifest says {entry.get('size')}; "
                 "use an earlier checkpoint"
             )
     return manifest
 
 
+def _refuse_non_regular(path: str, rel: str, kind: str | None = None) -> None:
+    """A FIFO, socket or device in a checkpoint is refused by name, never opened (reading it would block or never
+    end)."""
+    kind = kind or safe_fs.non_regular(os.path.join(path, rel))
+    if kind is not None:
+        raise CheckpointError(
+            f"checkpoint {path}: {rel} is {kind}, not a regular file; a checkpoint holds regular files only and "
+            f"trainwright does not open anything else. Remove {os.path.join(path, rel)} (or resume from another "
+            "checkpoint)"
+        )
+
+
 def _refuse_pickles(path: str) -> None:
-    """Refuse a directory holding anything that could carry a pickle. Never unpickles anything."""
-    for rel in _walk_files(path, skip_dirs=True):
+    """Refuse a directory holding anything that could carry a pickle, or anything that is not a regular file.
+    Never unpickles anything, and opens regular files only."""
+    def skip(name):
+        return bool(_CHECKPOINT_RE.match(name) or _TEMP_RE.match(name))
+
+    def refuse(rel, kind):
+        _refuse_non_regular(path, rel, kind)
+
+    for rel in safe_fs.regular_files(path, skip_dir=skip, refuse=refuse):
         reason = _pickle_reason(os.path.join(path, rel))
         if reason:
             raise CheckpointError(
@@ -562,7 +615,7 @@ def _pickle_reason(full: str) -> str | None:
     if full.lower().endswith(PICKLE_SUFFIXES):
         return "has a pickle file extension"
     try:
-        with open(full, "rb") as f:
+        with safe_fs.open_regular(full) as f:
             head = f.read(4)
     except OSError:
         return None
@@ -580,10 +633,10 @@ def _pickle_reason(full: str) -> str | None:
 
 def _read_json(path: str, rel: str):
     try:
-        with open(os.path.join(path, rel), encoding="utf-8") as f:
-            return json.load(f)
+        with safe_fs.open_regular(os.path.join(path, rel)) as f:
+            return json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: {rel} is not valid JSON ({e})") from e
+        raise CorruptCheckpointError(f"checkpoint {path}: {rel} is not valid JSON ({e})") from e
 
 
 def _read_tensors(path: str, rel: str) -> dict:
@@ -592,18 +645,18 @@ def _read_tensors(path: str, rel: str) -> dict:
     try:
         return load_file(os.path.join(path, rel), device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"checkpoint {path}: {rel} is not a valid safetensors file ({e})") from e
+        raise CorruptCheckpointError(f"checkpoint {path}: {rel} is not a valid safetensors file ({e})") from e
 
 
 def _read_state_dict(path: str, stem: str) -> dict:
     doc = _read_json(path, stem + ".json")
     tensors = _read_tensors(path, stem + ".safetensors") if _exists(path, stem + ".safetensors") else {}
     if not isinstance(doc, dict) or "state_dict" not in doc:
-        raise CheckpointError(f"checkpoint {path}: {stem}.json has no state_dict")
+        raise CorruptCheckpointError(f"checkpoint {path}: {stem}.json has no state_dict")
     try:
         doc["state_dict"] = _decode(doc["state_dict"], tensors)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: {stem}.json does not match {stem}.safetensors ({e})") from e
+        raise CorruptCheckpointError(f"checkpoint {path}: {stem}.json does not match {stem}.safetensors ({e})") from e
     return doc
 
 
@@ -961,7 +1014,7 @@ def _safe_rel(rel: str) -> bool:
 
 def _sha256(full: str) -> str:
     h = hashlib.sha256()
-    with open(full, "rb") as f:
+    with safe_fs.open_regular(full) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -1018,14 +1071,15 @@ def _clean_stale_temp_dirs(output_dir: str) -> list[str]:
     for name in sorted(os.listdir(output_dir)):
         m = _TEMP_RE.match(name)
         full = os.path.join(output_dir, name)
-        if not m or not os.path.isdir(full) or not _is_stale(full, m.group("host"), int(m.group("pid"))):
+        if not m or os.path.islink(full) or not os.path.isdir(full) or \
+                not _is_stale(full, m.group("host"), int(m.group("pid"))):
             continue
         final = os.path.join(output_dir, m.group("final"))
         if m.group("kind") == "old" and not os.path.lexists(final) and checkpoint_status(full)[0]:
             os.rename(full, final)  # the replacement never arrived: put the complete checkpoint back
             _fsync_dir(output_dir)
             continue
-        shutil.rmtree(full, ignore_errors=True)
+        safe_fs.remove_tree(full)
         removed.append(full)
     return removed
 
@@ -1033,6 +1087,6 @@ def _clean_stale_temp_dirs(output_dir: str) -> list[str]:
 def _remove_dir(path: str) -> None:
     """Make a checkpoint disappear atomically (rename aside), then delete it."""
     aside = os.path.join(os.path.dirname(path), _temp_name(os.path.basename(path), "del"))
-    os.rename(path, aside)
+    os.rename(path, aside)  # a symlinked checkpoint-N: the link moves, its target stays
     _fsync_dir(os.path.dirname(path))
-    shutil.rmtree(aside, ignore_errors=True)
+    safe_fs.remove_tree(aside)

@@ -484,6 +484,13 @@ def resume_mismatches(saved_args: dict, saved_world_size: int, args, world_size:
         saved = saved_args.get(name, now)
         if saved != now:
             out.append(f"{name}: checkpoint {saved!r}, now {now!r}")
+    if "seed" in saved_args:  # the order's seed: data_seed, else seed
+        saved_seed = saved_args.get("data_seed") if saved_args.get("data_seed") is not None else saved_args["seed"]
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        if saved_seed != seed:
+            changed = [f"{n}: checkpoint {saved_args.get(n)!r}, now {getattr(args, n)!r}" for n in ("data_seed", "seed")
+                       if saved_args.get(n) != getattr(args, n)]
+            out.append(" and ".join(changed) + " (it seeds the data order)")
     saved_ws = int(saved_world_size or 1)
     saved_bs = saved_args.get("per_device_train_batch_size", args.per_device_train_batch_size)
     bs = args.per_device_train_batch_size

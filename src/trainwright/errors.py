@@ -27,3 +27,7 @@ class NonFiniteLossError(TrainwrightError, RuntimeError):
 
 class HubError(TrainwrightError, RuntimeError):
     """Pushing to the Hugging Face Hub failed (the endpoint, the error and how to push later are in the message)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files are incomplete or do not match its manifest (nothing was loaded from it)."""

@@ -442,10 +442,17 @@ def _maybe_log_scale(ax, values: list[float]):
 
 
 def _save(fig, path: str):
+    """Write the PNG to a temp file renamed into place: a full disk never leaves a cut-off chart."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png")
+    tmp = path + ".tmp"
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _charts(runs: list[RunData], out_dir: str, prefix: str) -> list[tuple[str, str, str]]:
@@ -672,9 +679,13 @@ def write_report(run_dirs, output: str | None = None, *, embed_images: bool = Fa
         parts.append('<p class="warn">No training or evaluation logs to plot yet.</p>')
     parts.append("</body></html>")
     tmp = html_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts) + "\n")
-    os.replace(tmp, html_path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(parts) + "\n")
+        os.replace(tmp, html_path)
+    finally:  # a full disk: the previous report stays as it was, no half-written file is left
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return html_path
 
 

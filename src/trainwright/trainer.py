@@ -38,6 +38,7 @@ from .hub import HubMixin
 from .optim import steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
+from .run_lock import holds_output_dir_lock
 from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
@@ -343,6 +344,7 @@ class Trainer(HubMixin):
         self.create_scheduler(num_training_steps=num_training_steps, optimizer=self.optimizer)
 
     # ================================================================== train
+    @holds_output_dir_lock  # one run per output_dir (the writing rank locks it until train() returns or raises)
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None,
               ignore_keys_for_eval: list[str] | None = None, **kwargs):
         if kwargs:
@@ -353,6 +355,7 @@ class Trainer(HubMixin):
             resume_from_checkpoint = args.resume_from_checkpoint
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        newest_complete = resume_from_checkpoint is True  # a corrupt newest one falls back to an earlier one
         if resume_from_checkpoint is True:
             from .checkpoint import latest_checkpoint
             resume_from_checkpoint = latest_checkpoint(args.output_dir)
@@ -406,7 +409,8 @@ class Trainer(HubMixin):
         self.state.stateful_callbacks = {}
         epochs_trained, steps_skipped = 0, 0
         if resume_from_checkpoint is not None:
-            self._load_from_checkpoint(resume_from_checkpoint, max_steps)
+            resume_from_checkpoint = self._load_from_checkpoint(resume_from_checkpoint, max_steps,
+                                                                fall_back=newest_complete)
             epochs_trained, steps_skipped = plan.locate(self.state.global_step) if sampler is not None else \
                 divmod(self.state.global_step, steps_per_epoch)
 
@@ -847,8 +851,10 @@ class Trainer(HubMixin):
         return name if name.startswith("eval_") else f"eval_{name}"
 
     def _update_best(self, metrics: dict) -> bool:
-        """Records a new best metric (as HF: at evaluation time; the checkpoint saved at the same
-        step becomes best_model_checkpoint). Returns whether this evaluation is a new best."""
+        """Records a new best metric. When a checkpoint is saved at this step, the new best is only pending:
+        ``_save_checkpoint`` makes it ``best_metric`` / ``best_global_step`` / ``best_model_checkpoint`` once the
+        checkpoint is complete, and drops it if the save fails (so the best metric always names a saved model).
+        Without a save at this step it is recorded at once, as HF does. Returns whether it is a new best."""
         if self.args.metric_for_best_model is None:
             return False
         key = self._metric_key()
@@ -859,21 +865,31 @@ class Trainer(HubMixin):
                               f"{key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one of "
                               f"these, or return it from compute_metrics.")
         value = metrics[key]
+        stale = getattr(self, "_pending_best", None)
+        if stale is not None and stale[1] != self.state.global_step:  # no save came for it: recorded as HF does
+            self.state.best_metric, self.state.best_global_step = stale
+            self._pending_best = None
         best = self.state.best_metric
         if best is None or (value > best if self.args.greater_is_better else value < best):
-            self.state.best_metric = value
-            self.state.best_global_step = self.state.global_step
+            if self.control.should_save or self.args.save_strategy == "best":
+                self._pending_best = (value, self.state.global_step)
+            else:
+                self.state.best_metric, self.state.best_global_step = value, self.state.global_step
             return True
         return False
 
     # ================================================================== checkpoints
     def _save_checkpoint(self, metrics=None):
         from . import checkpoint as ckpt
+        from .resume import train_fingerprint
         args = self.args
         path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        previous_best = self.state.best_model_checkpoint
+        previous_best = (self.state.best_metric, self.state.best_global_step, self.state.best_model_checkpoint)
         if self._throughput is not None:
             self._throughput.flush()  # collective like the save itself: the saved counts are global
+        pending, self._pending_best = getattr(self, "_pending_best", None), None
+        if pending is not None and pending[1] == self.state.global_step:  # written into this checkpoint's state
+            self.state.best_metric, self.state.best_global_step = pending
         if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = path
         self.state.stateful_callbacks = self._callback_states()
@@ -890,7 +906,8 @@ class Trainer(HubMixin):
                            "log_loss": float(self._log_loss.item()), "log_steps": self._log_steps,
                            "total_finite": float(self._total_finite.item()),
                            "log_finite": float(self._log_finite.item()),
-                           "nonfinite_total": int(self._nonfinite_total.item())})
+                           "nonfinite_total": int(self._nonfinite_total.item()),
+                           "data": train_fingerprint(self)})
             except CheckpointError as e:
                 if args.on_save_error == "stop":
                     raise
@@ -902,7 +919,8 @@ class Trainer(HubMixin):
                 ckpt.rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
         del model_view, optimizer_view
         if not self.dist.all_true(saved):  # collective (the barrier): every rank learns whether the write worked
-            self.state.best_model_checkpoint = previous_best
+            # the best-model bookkeeping changes only with a complete checkpoint
+            self.state.best_metric, self.state.best_global_step, self.state.best_model_checkpoint = previous_best
         elif args.push_to_hub:
             self._push_from_checkpoint(path)  # hub.py: a background push, per hub_strategy
 
@@ -914,20 +932,20 @@ class Trainer(HubMixin):
                 states.setdefault(name, []).append(cb.state())
         return {k: v[0] if len(v) == 1 else v for k, v in states.items()}
 
-    def _load_from_checkpoint(self, path: str, max_steps: int):
-        from . import checkpoint as ckpt
-        from .distributed import resume_mismatches
+    def _load_from_checkpoint(self, path: str, max_steps: int, fall_back: bool = False) -> str:
+        """Restore everything from ``path`` (trainwright's or transformers.Trainer's format, see resume.py);
+        returns the path used: with ``fall_back`` a corrupt checkpoint gives way to an earlier one."""
+        from . import resume
         model_view, optimizer_view = self.dist.state_for_loading(self.model, self.optimizer)  # FSDP2: every rank loads
-        loaded = ckpt.load_checkpoint(path, model=model_view, optimizer=optimizer_view,
-                                      lr_scheduler=self.lr_scheduler, scaler=self.precision.scaler)
-        saved_args = loaded.get("training_args") or {}
-        extra = loaded.get("extra") or {}
-        # the checkpoint holds the full state: the world size may change if the global batch does not
-        mismatches = resume_mismatches(saved_args, extra.get("world_size", 1), self.args, self.dist.world_size,
-                                       len(self.train_dataset) if has_length(self.train_dataset) else None)
-        if mismatches and not self.args.ignore_data_skip:
-            raise CheckpointError(f"Cannot resume exactly from {path}: " + "; ".join(mismatches) +
-                                  ". Use the same values to resume, or start a new run from the weights.")
+        loaded = resume.load_for_resume(path, output_dir=self.args.output_dir, fall_back=fall_back, model=model_view,
+                                        optimizer=optimizer_view, lr_scheduler=self.lr_scheduler,
+                                        scaler=self.precision.scaler, rank=self.dist.rank,
+                                        world_size=self.dist.world_size, param_model=unwrap_model(self.model))
+        path, extra = loaded["path"], loaded.get("extra") or {}
+        problems = resume.resume_problems(loaded, self)  # order-defining arguments, seeds, the dataset
+        if problems and not self.args.ignore_data_skip:
+            raise resume.refuse(path, problems)
+        resume.check_steps(loaded, max_steps)
         state = TrainerState.from_dict(loaded["trainer_state"])
         state.max_steps = max_steps
         state.is_world_process_zero = self.dist.is_main_process
@@ -935,6 +953,7 @@ class Trainer(HubMixin):
         self.state = state
         self._resumed_extra = extra
         self._restore_callback_states(state.stateful_callbacks)
+        return path
 
     def _restore_callback_states(self, states: dict):
         for cb in self.callback_handler.callbacks:
@@ -964,8 +983,12 @@ class Trainer(HubMixin):
 
     def save_state(self):
         if self.dist.is_main_process:
+            import json
+            from .safe_fs import write_atomic
             os.makedirs(self.args.output_dir, exist_ok=True)
-            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
+            # atomic; a full disk is one warning and the previous file stays
+            write_atomic(os.path.join(self.args.output_dir, "trainer_state.json"),
+                         json.dumps(self.state.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def _check_output_dir(self):
         out = self.args.output_dir
@@ -1080,15 +1103,19 @@ class Trainer(HubMixin):
         import json
         if not self.is_world_process_zero():
             return
+        from .safe_fs import write_atomic
         os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(os.path.join(self.args.output_dir, f"{split}_results.json"), "w") as f:
-            json.dump(metrics, f, indent=4, sort_keys=True)
+        # atomic; a full disk is one warning (per file) and the previous file stays
+        write_atomic(os.path.join(self.args.output_dir, f"{split}_results.json"),
+                     json.dumps(metrics, indent=4, sort_keys=True), what=f"{split}_results.json")
         if combined:
             path = os.path.join(self.args.output_dir, "all_results.json")
-            allm = json.load(open(path)) if os.path.exists(path) else {}
+            allm = {}
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    allm = json.load(f)
             allm.update(metrics)
-            with open(path, "w") as f:
-                json.dump(allm, f, indent=4, sort_keys=True)
+            write_atomic(path, json.dumps(allm, indent=4, sort_keys=True), what="all_results.json")
 
 
 # ====================================================================== helpers

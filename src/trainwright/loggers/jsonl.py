@@ -12,7 +12,9 @@ Line layout
 * one line per ``on_log``: ``{"step": state.global_step, "epoch": state.epoch, "time": unix_time, **logs}``
 * last line: ``{"event": "train_end", "time": ..., "step": ..., "epoch": ..., "best_metric": ..., ...}``
 
-Each line is flushed as soon as it is written, so a crashed run keeps its history up to the crash.
+Each line is written (one ``write`` call) as soon as it is logged, so a crashed run keeps its history up to the
+crash. A full disk or an I/O error drops the line with one warning (earlier lines stay intact, no partial line
+is left) and training goes on; see ``safe_fs.AppendLog``.
 Non-finite floats are written as the JSON *strings* ``"nan"``, ``"inf"`` and ``"-inf"`` (the file
 stays valid JSON for every parser and a NaN loss stays distinguishable from a missing one);
 ``read_jsonl`` in this module turns them back into floats.
@@ -31,6 +33,7 @@ import time
 from typing import Any
 
 from ..callbacks import TrainerCallback
+from ..safe_fs import AppendLog, disk_error, warn_once
 
 METRICS_FILE = "metrics.jsonl"
 _NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
@@ -179,11 +182,11 @@ class MetricsJsonlCallback(TrainerCallback):
 
     def _open(self, args):
         path = self._target(args)
-        if self._file is not None and self._path == path and not self._file.closed:
+        if self._file is not None and self._path == path:
             return self._file
         self._close()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = AppendLog(path, what=self.filename)
         self._path = path
         return self._file
 
@@ -195,9 +198,7 @@ class MetricsJsonlCallback(TrainerCallback):
                 self._file = None
 
     def _write(self, args, record: dict):
-        f = self._open(args)
-        f.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
-        f.flush()
+        self._open(args).write_line(json.dumps(to_jsonable(record), allow_nan=False))
 
     def _prepare_file(self, path: str, global_step: int):
         """Start a fresh file for a new run, or trim lines after ``global_step`` for a resumed one."""
@@ -221,9 +222,17 @@ class MetricsJsonlCallback(TrainerCallback):
                     continue
                 kept.append(stripped + "\n")
         tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk: keep the file as it is (the redone steps' old lines stay in it)
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if disk_error(e) is None:
+                raise
+            warn_once(self.filename, f"Could not trim {path} to step {global_step} for the resumed run: {e}. "
+                                     "It keeps the lines of the interrupted run after that step; training goes on.")
 
     # -- events --------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):

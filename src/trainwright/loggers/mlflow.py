@@ -23,6 +23,7 @@ import re
 import time
 
 from ..callbacks import TrainerCallback
+from ..safe_fs import disk_errors_degrade
 from .jsonl import _args_dict, _model_info
 
 logger = logging.getLogger(__name__)
@@ -116,10 +117,12 @@ class MLflowCallback(TrainerCallback):
             )
 
     # -- events ----------------------------------------------------------------------------------
+    @disk_errors_degrade("the MLflow run")
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self._initialized:
             self.setup(args, state, model)
 
+    @disk_errors_degrade("the MLflow run")
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if not self._initialized:
             self.setup(args, state, model)
@@ -148,6 +151,7 @@ class MLflowCallback(TrainerCallback):
                 logger.warning("MLflow: log_batch failed (%r); retrying with finite values only", e)
                 self._client.log_batch(self._run_id, metrics=finite)
 
+    @disk_errors_degrade("the MLflow run")
     def on_train_end(self, args, state, control, **kwargs):
         if self._initialized and state.is_world_process_zero and self._auto_end_run:
             active = self._ml_flow.active_run()

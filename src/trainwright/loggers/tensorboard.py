@@ -1,7 +1,10 @@
 """TensorBoard tracker (``report_to="tensorboard"``), same tags as HF's TensorBoardCallback.
 
 Event files go to ``args.logging_dir`` when set, else ``$TENSORBOARD_LOGGING_DIR``, else
-``<output_dir>/runs/<run_name>`` (``<timestamp>_<hostname>`` when there is no run name).
+``<output_dir>/runs/<run_name>`` (``<timestamp>_<hostname>`` when there is no run name). The run name (and a
+hyper-parameter trial's name) is a path inside ``<output_dir>/runs``: ``group/run`` nests as in transformers, but
+``..`` parts and a leading ``/`` are dropped, so no name leads out; only an explicit ``logging_dir`` puts the files
+elsewhere. A full disk or an I/O error while writing events is one warning; training goes on.
 Scalars: ``loss`` -> ``train/loss``, ``eval_accuracy`` -> ``eval/accuracy``, ``test_x`` -> ``test/x``.
 At train begin the arguments are written as the text ``args`` (JSON), the model config (if any) as
 ``model_config``, and the scalar-valued arguments as TensorBoard HParams (same event file).
@@ -16,6 +19,7 @@ import socket
 from datetime import datetime
 
 from ..callbacks import TrainerCallback
+from ..safe_fs import disk_errors_degrade, safe_relpath
 from . import rewrite_logs
 from .jsonl import _args_dict
 
@@ -26,7 +30,7 @@ def _default_logdir(args) -> str:
     run_name = getattr(args, "run_name", None)
     if not run_name or run_name == getattr(args, "output_dir", None):
         run_name = datetime.now().strftime("%b%d_%H-%M-%S") + "_" + socket.gethostname()
-    return os.path.join(args.output_dir, "runs", run_name)
+    return os.path.join(args.output_dir, "runs", safe_relpath(run_name))
 
 
 def _hparam_value(v):
@@ -75,11 +79,12 @@ class TensorBoardCallback(TrainerCallback):
         fw.add_summary(ssi)
         fw.add_summary(sei)
 
+    @disk_errors_degrade("the TensorBoard event file")
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero:
             return
         if state.is_hyper_param_search and state.trial_name:
-            self.logging_dir = os.path.join(self._logging_dir(args), state.trial_name)
+            self.logging_dir = os.path.join(self._logging_dir(args), safe_relpath(state.trial_name, "trial"))
             if self.tb_writer is not None:
                 self.tb_writer.close()
                 self.tb_writer = None
@@ -99,6 +104,7 @@ class TensorBoardCallback(TrainerCallback):
             logger.warning("TensorBoard: could not write hyperparameters: %r", e)
         self.tb_writer.flush()
 
+    @disk_errors_degrade("the TensorBoard event file")
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
@@ -120,7 +126,8 @@ class TensorBoardCallback(TrainerCallback):
                 logger.warning("TensorBoard: dropped %r=%r (%s is not a scalar)", k, v, type(v).__name__)
         self.tb_writer.flush()
 
+    @disk_errors_degrade("the TensorBoard event file")
     def on_train_end(self, args, state, control, **kwargs):
         if self.tb_writer is not None:
-            self.tb_writer.close()
-            self.tb_writer = None
+            writer, self.tb_writer = self.tb_writer, None
+            writer.close()

@@ -13,6 +13,7 @@ import logging
 import os
 
 from ..callbacks import TrainerCallback
+from ..safe_fs import disk_errors_degrade
 from . import rewrite_logs
 from .jsonl import _args_dict, _model_info, to_jsonable
 
@@ -71,6 +72,7 @@ class WandbCallback(TrainerCallback):
             wandb.define_metric("train/global_step")
             wandb.define_metric("*", step_metric="train/global_step", step_sync=True)
 
+    @disk_errors_degrade("the W&B run")
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_hyper_param_search and self._initialized and self._started_run:
             self._wandb.finish()
@@ -81,6 +83,7 @@ class WandbCallback(TrainerCallback):
             self._finished = False
             self.setup(args, state, model)
 
+    @disk_errors_degrade("the W&B run")
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if not logs:
             return
@@ -105,6 +108,7 @@ class WandbCallback(TrainerCallback):
         else:  # wandb drops steps that go backwards (resumed run): log without an explicit step
             self._wandb.log(values)
 
+    @disk_errors_degrade("the W&B run")
     def on_train_end(self, args, state, control, **kwargs):
         if self._initialized and state.is_world_process_zero and self._started_run and self._wandb.run is not None:
             self._wandb.finish()

@@ -1,0 +1,88 @@
+"""What ``train(resume_from_checkpoint=...)`` reads and checks, before the first step.
+
+* ``load_for_resume``: a checkpoint in trainwright's format or one written by transformers.Trainer
+  (``hf_checkpoint``); with ``resume_from_checkpoint=True`` a newest checkpoint found corrupt while it is verified
+  (a file that does not match its sha256, unparsable JSON/safetensors; nothing has been loaded then) gives way to
+  the next earlier complete one, with a warning naming it and why.
+* ``resume_problems``: what keeps the run from continuing exactly: the order-defining arguments and the world
+  size (``distributed.resume_mismatches``: batch size, accumulation, sampling strategy, seed / data_seed), and the
+  train dataset (``data.fingerprint``: grown, shrunk or changed). The caller refuses them unless
+  ``ignore_data_skip=True``.
+* ``check_steps``: a ``global_step`` beyond this run's ``max_steps`` would make ``train()`` return without training.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+from .errors import CheckpointError, CorruptCheckpointError
+
+
+def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optimizer, lr_scheduler, scaler,
+                    rank: int = 0, world_size: int = 1, param_model=None) -> dict:
+    """Load ``path`` into the objects given; the dict of ``checkpoint.load_checkpoint`` (its ``path`` is the
+    checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to continue
+    exactly (transformers orders the data its own way)."""
+    from . import checkpoint as ckpt
+    from .hf_checkpoint import is_hf_checkpoint, load_hf_checkpoint
+
+    while True:
+        try:
+            if is_hf_checkpoint(path):  # written by transformers.Trainer: nothing pickled is read
+                loaded = load_hf_checkpoint(path, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                            scaler=scaler, rank=rank, world_size=world_size, param_model=param_model)
+                loaded["extra"] = {"world_size": world_size, "total_finite": 0}
+                return loaded
+            return ckpt.load_checkpoint(path, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                        scaler=scaler)
+        except CorruptCheckpointError as e:  # found while verifying: nothing was loaded from it
+            earlier = ckpt.latest_checkpoint(output_dir, before=path) if fall_back else None
+            if earlier is None:
+                raise
+            warnings.warn(f"{e} (skipped; falling back to the earlier checkpoint {earlier})", stacklevel=4)
+            path = earlier
+
+
+def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
+    """The train dataset's fingerprint, computed once per dataset object (``fresh`` recomputes it: at resume)."""
+    from .data.columns import has_length
+    from .data.fingerprint import data_fingerprint
+
+    dataset = trainer.train_dataset
+    key = (id(dataset), len(dataset) if has_length(dataset) else None)
+    cached = getattr(trainer, "_data_fingerprint", None)
+    if fresh or cached is None or cached[0] != key:
+        fp = data_fingerprint(dataset, trainer.args.length_column_name) if key[1] is not None else None
+        trainer._data_fingerprint = cached = (key, fp)
+    return cached[1]
+
+
+def resume_problems(loaded: dict, trainer) -> list[str]:
+    from .data.columns import has_length
+    from .data.fingerprint import fingerprint_mismatches
+    from .distributed import resume_mismatches
+
+    extra = loaded.get("extra") or {}
+    dataset = trainer.train_dataset
+    # the checkpoint holds the full state: the world size may change if the global batch does not
+    problems = resume_mismatches(loaded.get("training_args") or {}, extra.get("world_size", 1), trainer.args,
+                                 trainer.dist.world_size, len(dataset) if has_length(dataset) else None)
+    return problems + fingerprint_mismatches(extra.get("data"), train_fingerprint(trainer, fresh=True))
+
+
+def refuse(path: str, problems: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot resume exactly from {path}: " + "; ".join(problems) + ". Use the same values and data to resume, "
+        "start a new run from the weights, or pass ignore_data_skip=True to resume anyway (the rest of the run then "
+        "does not see the rows the interrupted run would have seen).")
+
+
+def check_steps(loaded: dict, max_steps: int) -> None:
+    from .checkpoint import TRAINER_STATE_NAME
+
+    step = (loaded.get("trainer_state") or {}).get("global_step", 0)
+    if step > max_steps:
+        raise CheckpointError(
+            f"{os.path.join(loaded['path'], TRAINER_STATE_NAME)}: global_step={step} is beyond this run's {max_steps} "
+            f"steps (max_steps / num_train_epochs), so train() would return without training. Resume a checkpoint of "
+            f"this run, or raise max_steps / num_train_epochs above {step}.")
