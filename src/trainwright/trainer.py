@@ -37,6 +37,7 @@ from .loss_scaling import (count_items, model_takes_num_items, rows as _batch_si
                            takes_num_items, user_loss_is_normalised, weighted, zero_loss)
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
+from .signals import SignalHandlers, restores_signal_handlers
 from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
@@ -338,6 +339,7 @@ class Trainer:
         self.create_scheduler(num_training_steps=num_training_steps, optimizer=self.optimizer)
 
     # ================================================================== train
+    @restores_signal_handlers
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None,
               ignore_keys_for_eval: list[str] | None = None, **kwargs):
         if kwargs:
@@ -966,17 +968,12 @@ class Trainer:
             raise ConfigError(f"output_dir={out!r} is not writable: choose a directory you can write to.")
 
     # ================================================================== signals
-    def _install_signal_handlers(self):
-        self._old_handlers = {}
-        if not _in_main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+    def _install_signal_handlers(self):  # restored by train()'s signal_scope, whatever happens
+        self.__dict__.setdefault("_signal_handlers", SignalHandlers()).install(self._on_signal)
 
     def _restore_signal_handlers(self):
-        for sig, handler in getattr(self, "_old_handlers", {}).items():
-            signal.signal(sig, handler)
-        self._old_handlers = {}
+        if "_signal_handlers" in self.__dict__:
+            self._signal_handlers.restore()
 
     def _on_signal(self, signum, frame):
         if self._signal_received is not None:  # second signal: leave at once
@@ -1245,8 +1242,3 @@ def _speed_metrics(prefix: str, start: float, num_samples: int, num_steps: int) 
 
 def _is_tokenizer(obj) -> bool:
     return obj is not None and hasattr(obj, "pad") and callable(getattr(obj, "pad"))
-
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
