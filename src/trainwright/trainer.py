@@ -25,6 +25,7 @@ import torch
 from .args import TrainingArguments
 from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
                         ProgressCallback, TrainerCallback, TrainerControl)
+from .data.batch_seeds import with_batch_seeds
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
                            prepare_columns)
@@ -273,6 +274,7 @@ class Trainer:
             raise DataError(f"train_dataset has {len(dataset)} rows, fewer than one batch of "
                             f"{args.per_device_train_batch_size * self.dist.world_size} with dataloader_drop_last=True: "
                             "lower per_device_train_batch_size or set dataloader_drop_last=False.")
+        dataset, collator = with_batch_seeds(dataset, collator)  # collator randomness from (seed, epoch, batch)
         # our own generator: creating an iterator must not consume the global RNG (exact resume)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                            generator=generator, **self._dataloader_kwargs())

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .data.batch_seeds import unwrap_dataset
 from .data.columns import LABEL_ALIASES, dataset_columns, is_iterable_dataset
 from .distributed import unwrap_model
 from .errors import ConfigError, DataError, ModelError, TrainwrightError
@@ -59,7 +60,7 @@ def preflight(trainer, train_dataloader) -> None:
                           "eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
     model = unwrap_model(trainer.model)
     check_collator(train_dataloader.collate_fn, trainer.processing_class, "train_dataset")
-    dataset = train_dataloader.dataset
+    dataset = unwrap_dataset(train_dataloader.dataset)
     check_arrow_dataset(model, dataset, "train_dataset", trainer.label_names)
     batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model)
     check_batch(trainer, model, batch, "train_dataset", require_labels=True)
@@ -130,7 +131,7 @@ def check_collator(collator, processing_class, where: str) -> None:
 def first_batch(dataloader, where: str, label_names, model=None) -> dict:
     """The first ``batch_size`` rows in dataset order, collated by the dataloader's collate_fn, without touching
     the sampler, the workers or any RNG."""
-    dataset = dataloader.dataset
+    dataset = unwrap_dataset(dataloader.dataset)
     batch_size = dataloader.batch_size or getattr(dataloader.batch_sampler, "batch_size", None) or 1
     with preserved_rng(), _preserved_collator(dataloader.collate_fn):
         if is_iterable_dataset(dataset):
