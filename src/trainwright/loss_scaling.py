@@ -44,6 +44,8 @@ def label_tensor(batch: Mapping, label_names) -> tuple[str | None, object]:
 
 def count_items(batch: Mapping, label_names=(), shift: bool = False) -> int:
     """The number of items this micro-batch's mean loss averages over (see the module docstring)."""
+    if not isinstance(batch, Mapping):
+        return rows(batch)
     key, labels = label_tensor(batch, label_names)
     if not isinstance(labels, torch.Tensor):
         return rows(batch)
@@ -63,6 +65,10 @@ def rows(batch) -> int:
                 return v.shape[0]
             if isinstance(v, (list, tuple)):
                 return len(v)
+    elif isinstance(batch, (list, tuple)):  # a collator's own structure: the first tensor's rows
+        for v in batch:
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v.shape[0]
     return 1
 
 

@@ -27,8 +27,8 @@ from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, P
                         ProgressCallback, TrainerCallback, TrainerControl)
 from .data.batch_seeds import with_batch_seeds
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
-from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
-                           prepare_columns)
+from .data.columns import (check_not_column_dict, default_label_names, dropped_columns, has_length,
+                           is_iterable_dataset, prepare_columns)
 from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler,
                             collator_padding, dataset_lengths, is_row_preserving,
                             restore_order)
@@ -186,6 +186,7 @@ class Trainer:
             else:
                 self.train_dataset, _ = prepare_columns(self.train_dataset, unwrap_model(self.model),
                                                         self.label_names, False, "train_dataset")
+        check_not_column_dict(self.eval_dataset, "eval_dataset")
         eval_sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval": self.eval_dataset}
         for name, ds in eval_sets.items():
             if ds is not None and has_length(ds) and len(ds) == 0:
@@ -614,6 +615,10 @@ class Trainer:
 
     def _prepare_inputs(self, inputs: dict) -> dict:
         non_blocking = self.device.type == "cuda"
+        if isinstance(inputs, (list, tuple)):  # a collator's own structure, for an overridden compute_loss (as HF)
+            return type(inputs)(self._prepare_inputs(v) if isinstance(v, (Mapping, list, tuple)) else
+                                v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+                                for v in inputs)
         return {k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
                 for k, v in inputs.items()}
 
@@ -1107,6 +1112,7 @@ class _Throughput:
 
     def count_batch(self, batch: dict):
         n = _batch_size(batch)
+        batch = batch if isinstance(batch, Mapping) else {}  # a list/tuple batch (overridden compute_loss): rows only
         mask = batch.get("attention_mask")
         if isinstance(mask, torch.Tensor) and not mask.is_cuda:
             tokens = int(mask.sum())

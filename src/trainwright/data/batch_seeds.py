@@ -102,7 +102,12 @@ class SeededCollator:
         if not isinstance(features, PendingRows):
             return self.data_collator(features)
         with batch_rng(batch_seed(features.key), self.data_collator):
-            return self.data_collator(features.fetch())
+            rows = features.fetch()
+            try:
+                return self.data_collator(rows)
+            except Exception as e:  # name the rows (and a None in them), not just the collator's internals
+                from .input_checks import collate_failure
+                raise collate_failure(e, rows, features.indices, "train_dataset", self.data_collator, None) from e
 
 
 def with_batch_seeds(dataset, collator):
