@@ -26,6 +26,7 @@ from .columns import LABEL_ALIASES
 
 IGNORE_INDEX = -100
 ID_COLUMNS = ("input_ids", "token_type_ids", "attention_mask", "position_ids", "decoder_input_ids")
+TENSOR_COLUMNS = ID_COLUMNS + ("decoder_attention_mask", "labels", "label", "start_positions", "end_positions")
 
 
 # ================================================================================================ rows
@@ -53,7 +54,7 @@ def check_rows(rows, where: str, label_names, first_index: int = 0, require_labe
             warn_nan_label(where, column, nan)
     for column in ID_COLUMNS:
         value = rows[0].get(column)
-        if _holds_floats(value):
+        if column != "attention_mask" and _holds_floats(value):  # a float attention mask is a valid mask
             raise DataError(_float_ids_message(where, column, f" (row {first_index}: {_first_number(value)!r})"))
 
 
@@ -127,6 +128,8 @@ def check_batch_structure(batch, where: str, collator, default_loss: bool) -> No
             f"(transformers' collators and trainwright.default_data_collator do), or override compute_loss to "
             f"unpack your structure.")
     for key, value in batch.items():
+        if key not in TENSOR_COLUMNS:
+            continue  # other keys may be lists a model takes as such (image sizes, detection targets, ...)
         if isinstance(value, (list, tuple, np.ndarray)) and _is_numeric(value):
             raise DataError(
                 f"The data collator ({name}) returned {where} column {key!r} as a {type(value).__name__}, not a "
