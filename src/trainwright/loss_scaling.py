@@ -14,9 +14,10 @@ The labels counted are ``shift_labels`` when the collator provides them, else ``
 A micro-batch with ``n`` of the step's ``N`` items then contributes ``its mean loss x n / N``: the sum of these
 is the mean over the whole step, whatever the split into micro-batches. A model that takes
 ``num_items_in_batch`` itself (a ``num_items_in_batch`` parameter in ``forward``, or ``accepts_loss_kwargs =
-True`` on its class) gets ``N`` and returns ``sum / N`` as is; so do ``compute_loss_func`` and a ``compute_loss``
-override with a ``num_items_in_batch`` parameter (transformers' contract). An override without that parameter
-returns a per-micro-batch mean, which is weighted by ``n / N``.
+True`` on its class) gets ``N`` and its ``sum / N`` is used as is; so is what ``compute_loss_func`` returns, and
+what a ``compute_loss`` override returns when it names a ``num_items_in_batch`` parameter (transformers' contract)
+or passes it on to ``super().compute_loss``. Any other override returns a per-micro-batch mean, which is weighted
+by ``n / N``; transformers' ``loss_is_scaled_for_ga``, when a subclass sets it, decides instead.
 """
 from __future__ import annotations
 

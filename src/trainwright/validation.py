@@ -155,6 +155,8 @@ def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: 
         input_checks.check_rows(rows, where, label_names, require_labels=where == "train_dataset")
         try:
             batch = dataloader.collate_fn(rows)
+        except TrainwrightError:
+            raise
         except Exception as e:
             raise input_checks.collate_failure(e, rows, range(len(rows)), where, dataloader.collate_fn,
                                                label_names) from e

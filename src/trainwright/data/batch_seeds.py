@@ -22,6 +22,8 @@ import types
 import numpy as np
 import torch
 
+from ..errors import TrainwrightError
+
 _MASK = (1 << 64) - 1
 
 
@@ -105,6 +107,8 @@ class SeededCollator:
             rows = features.fetch()
             try:
                 return self.data_collator(rows)
+            except TrainwrightError:
+                raise
             except Exception as e:  # name the rows (and a None in them), not just the collator's internals
                 from .input_checks import collate_failure
                 raise collate_failure(e, rows, features.indices, "train_dataset", self.data_collator, None) from e

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..errors import DataError, ModelError, TrainwrightError
+from ..errors import DataError, ModelError
 from .columns import LABEL_ALIASES
 
 IGNORE_INDEX = -100
@@ -267,8 +267,6 @@ def _collator_name(collator) -> str:
 
 def collate_failure(error: Exception, rows, indices, where: str, collator, label_names) -> Exception:
     """A clear DataError for a collator that raised: the rows it was given, and any None value in them."""
-    if isinstance(error, TrainwrightError):
-        return error
     rows_text = f"rows {list(indices)[:8]}{'...' if len(indices) > 8 else ''}"
     hint = ""
     if rows and isinstance(rows[0], Mapping):
