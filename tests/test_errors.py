@@ -235,6 +235,18 @@ def _save_best_without_evaluation(c):
                    "eval_strategy='no', so nothing would ever be saved", "eval_strategy='steps'")
 
 
+@case("E17")
+def _dict_of_columns(c):
+    ids = c.tok(c.texts(), truncation=True, max_length=32)["input_ids"]
+    with pytest.raises(DataError) as info:
+        c.build(train={"input_ids": ids, "labels": [0, 1] * 4})
+    c.check(info, "train_dataset is a dict of columns ('input_ids', 'labels'; 8 values each), not a dataset of rows",
+            "datasets.Dataset.from_dict")
+    with pytest.raises(DataError) as info:
+        c.build(train=c.data([0, 1] * 4), eval_dataset={"input_ids": ids, "labels": [0, 1] * 4})
+    c.check(info, "eval_dataset is a dict of columns")
+
+
 # ============================================================================================ pre-flight: labels
 @case("P01")
 def _label_above_num_labels(c):
@@ -367,6 +379,78 @@ def _tokenizer_without_pad_token(c):
     c.build(train=c.data([0, 1] * 4), processing_class=tok)
     c.train_raises(ConfigError, "processing_class (", "has no pad token", "DataCollatorWithPadding",
                    "tokenizer.pad_token = tokenizer.eos_token")
+
+
+@case("P21")
+def _none_label_in_a_list_dataset(c):
+    ids = c.tok(c.texts())["input_ids"]
+    rows = [{"input_ids": x, "attention_mask": [1] * len(x), "label": lab}
+            for x, lab in zip(ids, [0, 1, 0, 1, 0, None, 0, 1])]  # row 5: not in the first batch of 4
+    c.build(train=rows)
+    c.train_raises(DataError, "train_dataset column 'label' has 1 missing (None) labels (first in row 5)",
+                   "is not None", "or fill them in")
+
+    class Rows(torch.utils.data.Dataset):  # any map-style dataset: the first batch's rows
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return self.rows[i]
+    rows[5]["label"], rows[2]["label"] = 1, None
+    c.build(train=Rows(rows))
+    c.train_raises(DataError, "column 'label' has 1 missing (None) labels (first in row 2)")
+
+
+@case("P22")
+def _collator_returns_a_list(c):
+    c.build(train=c.data([0, 1] * 4), data_collator=lambda rows: [r["input_ids"] for r in rows])
+    c.train_raises(DataError, "The data collator (<lambda>) returned a list for the train_dataset batches",
+                   "model(**batch)", "dict of tensors", "override compute_loss")
+
+
+@case("P23")
+def _collator_returns_lists_not_tensors(c):
+    def no_tensors(rows):
+        return {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
+    c.build(train=c.data([0, 1] * 4), data_collator=no_tensors)
+    c.train_raises(DataError, "The data collator (no_tensors) returned train_dataset column 'input_ids' as a list, "
+                   "not a torch.Tensor", "return_tensors='pt'")
+
+
+@case("P24")
+def _token_type_ids_out_of_range(c):
+    enc = c.tok(c.texts(), truncation=True, max_length=32)
+    types = [[2 if i == 3 else 0 for _ in x] for i, x in enumerate(enc["input_ids"])]
+    c.build(train=c.data([0, 1] * 4, token_type_ids=types))
+    c.train_raises(ModelError, "train_dataset column 'token_type_ids' has the segment id 2 (row 3)",
+                   "type_vocab_size=2 (segment ids 0..1)", "ds.remove_columns('token_type_ids')")
+    rows = [{"input_ids": x, "token_type_ids": t, "label": i % 2}
+            for i, (x, t) in enumerate(zip(enc["input_ids"], types))]
+    c.build(train=rows)  # a list of rows: the first batch (rows 0..3)
+    c.train_raises(ModelError, "column 'token_type_ids' has the segment id 2 (row 3)", "type_vocab_size=2")
+
+
+@case("P25")
+def _float_input_ids(c):
+    from datasets import Dataset
+    enc = c.tok(c.texts(), truncation=True, max_length=32)
+    floats = [[float(v) for v in x] for x in enc["input_ids"]]
+    c.build(train=Dataset.from_dict({"input_ids": floats, "label": [0, 1] * 4}))
+    c.train_raises(DataError, "train_dataset column 'input_ids' holds floats", "ids must be integers",
+                   "cast_column('input_ids'")
+    c.build(train=[{"input_ids": x, "label": i % 2} for i, x in enumerate(floats)])
+    c.train_raises(DataError, "column 'input_ids' holds floats (row 0: 101.0)")
+
+
+@case("P26")
+def _optimizer_over_another_model(c):
+    other = c.make_model()  # e.g. a second from_pretrained: same shapes, other tensors
+    c.build(train=c.data([0, 1] * 4), optimizers=(torch.optim.SGD(other.parameters(), lr=0.1), None))
+    c.train_raises(ConfigError, "the SGD holds none of the model's", "trainable parameters",
+                   "another instance of the model", "SGD(model.parameters(), ...)")
 
 
 # ============================================================================================ pre-flight: metrics
@@ -516,3 +600,70 @@ def test_metric_that_needs_more_than_one_batch_is_left_to_the_first_evaluation(t
     assert out.global_step == 2
     assert c.trainer.compute_metrics is needs_all_rows
     assert len([h for h in c.trainer.state.log_history if "eval_accuracy" in h]) == 2
+
+
+def test_nan_label_warns_once_with_its_row(tmp_path, tokenizer, make_tiny_model, monkeypatch):
+    """A NaN regression target is not skipped silently: one warning, naming the column and the row."""
+    import warnings as w
+    c = Ctx(tmp_path, tokenizer, make_tiny_model, monkeypatch)
+    c.build(model=c.make_model(num_labels=1), train=c.data([0.5, 1.0, 0.25, 0.0, 0.75, float("nan"), 0.5, 1.0]))
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        c.trainer.train()
+    nan = [str(x.message) for x in caught if "NaN label" in str(x.message)]
+    assert len(nan) == 1, nan
+    assert "column 'labels' has a NaN label (first in row 5)" in nan[0] and "filter" in nan[0]
+    rows = [{"input_ids": x, "label": v} for x, v in zip(c.tok(c.texts())["input_ids"], [0.5, float("nan")] * 4)]
+    c.build(model=c.make_model(num_labels=1), train=rows)
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        c.trainer.train()
+    nan = [str(x.message) for x in caught if "NaN label" in str(x.message)]
+    assert len(nan) == 1 and "column 'label' has a NaN label (first in row 1)" in nan[0], nan
+
+
+def test_optimizer_leaving_out_parameters_warns_and_trains(tmp_path, tokenizer, make_tiny_model, monkeypatch):
+    c = Ctx(tmp_path, tokenizer, make_tiny_model, monkeypatch)
+    model = c.make_model()
+    c.build(model=model, train=c.data([0, 1] * 4), optimizers=(torch.optim.SGD(model.classifier.parameters(), lr=0.1), None))
+    with pytest.warns(UserWarning, match="leaves out .* trainable parameters"):
+        out = c.trainer.train()
+    assert out.global_step == 2
+
+
+def test_collator_failure_during_training_names_the_rows(tmp_path, tokenizer, make_tiny_model, monkeypatch):
+    """A None label beyond the first batch of a (non-list) dataset: the collator's error names the batch's rows and
+    the None."""
+    c = Ctx(tmp_path, tokenizer, make_tiny_model, monkeypatch)
+    ids = c.tok(c.texts())["input_ids"]
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"input_ids": ids[i], "label": None if i == 6 else i % 2}
+    c.build(train=Rows(), args=c.args(train_sampling_strategy="sequential"))
+    with pytest.raises(DataError) as info:
+        c.trainer.train()
+    message = str(info.value)
+    assert "failed on the train_dataset batch of rows [4, 5, 6, 7]" in message
+    assert "Row 6 has a None label in column 'label'" in message
+
+
+def test_tuple_batches_train_with_an_overridden_compute_loss(tmp_path, tokenizer, make_tiny_model, monkeypatch):
+    """As in transformers, a collator may return its own structure when compute_loss unpacks it."""
+    c = Ctx(tmp_path, tokenizer, make_tiny_model, monkeypatch)
+
+    class TupleLoss(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            ids, labels = inputs
+            out = model(input_ids=ids, labels=labels)
+            return (out.loss, out) if return_outputs else out.loss
+
+    def collate(rows):
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in rows])
+        return ids, torch.tensor([r["labels"] for r in rows])
+    trainer = TupleLoss(c.make_model(), c.args(), train_dataset=c.data([0, 1] * 4), data_collator=collate)
+    assert trainer.train().global_step == 2

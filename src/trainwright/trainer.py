@@ -26,25 +26,28 @@ from .args import TrainingArguments
 from .args_compat import is_transformers_args
 from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
                         ProgressCallback, TrainerCallback, TrainerControl)
+from .data.batch_seeds import with_batch_seeds
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
-from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
-                           prepare_columns)
+from .data.columns import (check_not_column_dict, default_label_names, dropped_columns, has_length,
+                           is_iterable_dataset, prepare_columns)
 from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler,
                             collator_padding, dataset_lengths, is_row_preserving,
                             restore_order)
 from .distributed import Distributed, unwrap_model
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .hub import HubMixin
+from .loss_scaling import (count_items, model_takes_num_items, rows as _batch_size, shifts_labels,
+                           takes_num_items, user_loss_is_normalised, weighted, zero_loss)
 from .optim import steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .run_lock import holds_output_dir_lock
+from .signals import SignalHandlers, restores_signal_handlers
 from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12}
-_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 class Trainer(HubMixin):
@@ -190,6 +193,7 @@ class Trainer(HubMixin):
             else:
                 self.train_dataset, _ = prepare_columns(self.train_dataset, unwrap_model(self.model),
                                                         self.label_names, False, "train_dataset")
+        check_not_column_dict(self.eval_dataset, "eval_dataset")
         eval_sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval": self.eval_dataset}
         for name, ds in eval_sets.items():
             if ds is not None and has_length(ds) and len(ds) == 0:
@@ -278,6 +282,7 @@ class Trainer(HubMixin):
             raise DataError(f"train_dataset has {len(dataset)} rows, fewer than one batch of "
                             f"{args.per_device_train_batch_size * self.dist.world_size} with dataloader_drop_last=True: "
                             "lower per_device_train_batch_size or set dataloader_drop_last=False.")
+        dataset, collator = with_batch_seeds(dataset, collator)  # collator randomness from (seed, epoch, batch)
         # our own generator: creating an iterator must not consume the global RNG (exact resume)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                            generator=generator, **self._dataloader_kwargs())
@@ -345,6 +350,7 @@ class Trainer(HubMixin):
 
     # ================================================================== train
     @holds_output_dir_lock  # one run per output_dir (the writing rank locks it until train() returns or raises)
+    @restores_signal_handlers
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None,
               ignore_keys_for_eval: list[str] | None = None, **kwargs):
         if kwargs:
@@ -556,49 +562,53 @@ class Trainer(HubMixin):
             self.optimizer.step()
 
     def _count_items(self, micro_batches: list[dict]):
-        """Label items per micro-batch and in the whole step, counted on the host from the collated
-        (still CPU) batches. Single process: plain floats, no device work. DDP: one all-reduce."""
-        counts = [_num_items(b, self._label_shift()) for b in micro_batches]
-        total = float(sum(counts))
+        """Loss items per micro-batch and in the whole step (see ``loss_scaling``), counted on the host from the
+        collated (still CPU) batches. Single process: plain ints, no device work. DDP: one all-reduce."""
+        shift = shifts_labels(unwrap_model(self.model))
+        counts = [count_items(b, self.label_names, shift) for b in micro_batches]
+        total = sum(counts)
         if self.dist.enabled and self.args.average_tokens_across_devices:
-            t = torch.tensor(total, dtype=torch.float32)
+            t = torch.tensor(float(total), dtype=torch.float32)
             t = t.pin_memory() if self.device.type == "cuda" else t
             total = self.dist.all_reduce_sum(t.to(self.device, non_blocking=True))
         return counts, total
 
-    def _label_shift(self) -> bool:
-        return type(unwrap_model(self.model)).__name__.endswith(_CAUSAL_SUFFIXES)
-
     def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
         model.train()
         inputs = self._prepare_inputs(inputs)
+        user_fn = type(self).compute_loss
+        self._normalised_by_base = False  # set by Trainer.compute_loss when it divides by num_items_in_batch
         with self.precision.autocast():
-            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-        custom = type(self).compute_loss is not Trainer.compute_loss and self.compute_loss_func is None
-        if custom and not _accepts_loss_kwargs(self):
-            # a user's compute_loss following HF's contract returns a per-micro-batch mean
-            loss = loss / self.args.gradient_accumulation_steps
-        # normalised: the loss is this rank's share of the global batch's sum / global label count
-        normalised = self.compute_loss_func is not None or \
-            (_accepts_loss_kwargs(self) and (custom or "labels" in inputs))
-        if self.dist.enabled and self.args.average_tokens_across_devices and normalised:
-            loss = loss * self.dist.world_size  # DDP / FSDP2 average the gradients over ranks
+            if user_fn is Trainer.compute_loss or takes_num_items(user_fn):
+                loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            else:  # an override written before num_items_in_batch existed
+                loss = self.compute_loss(model, inputs)
+        if num_items_in_batch is not None and \
+                not user_loss_is_normalised(self, Trainer.compute_loss, self._normalised_by_base):
+            items = getattr(self, "_micro_batch_items", None)  # a per-micro-batch mean: its share of the step
+            items = count_items(inputs, self.label_names) if items is None else items
+            loss = loss * (items / num_items_in_batch) if items else zero_loss(unwrap_model(model))
+        if self.dist.enabled and self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.dist.world_size  # normalised by the global count; DDP / FSDP2 average over ranks
         self.precision.backward(loss)
         return loss.detach()  # as transformers: its mean over the ranks is the global batch's loss
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
-        """The model's mean loss over this micro-batch, rescaled to ``sum / num_items_in_batch`` when
-        ``num_items_in_batch`` (the accumulated batch's label count) is given."""
+        """The model's loss over this micro-batch; given ``num_items_in_batch`` (the step's loss items), its share
+        of the step's mean: ``sum / num_items_in_batch`` (see ``loss_scaling``)."""
         labels = None
         if (self.args.label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
             labels = inputs["labels"]
             inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**inputs)
-        if labels is not None and self.compute_loss_func is not None:
+        passed = num_items_in_batch is not None and model_takes_num_items(unwrap_model(model))
+        self._normalised_by_base = num_items_in_batch is not None
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch) if passed else model(**inputs)
+        if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
+        shift = shifts_labels(unwrap_model(model))
         if labels is not None:
-            loss = _label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, self._label_shift())
+            loss = _label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, shift)
         else:
             if isinstance(outputs, Mapping) and outputs.get("loss") is None or \
                     not isinstance(outputs, Mapping) and not isinstance(outputs, (tuple, list)):
@@ -607,19 +617,19 @@ class Trainer(HubMixin):
                     f"The model did not return a loss (its outputs: {present}). Give the batches a 'labels' "
                     f"column (or {self.label_names}), or subclass Trainer and override compute_loss.")
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
-        if num_items_in_batch is not None and (labels is not None or "labels" in inputs):
-            n = getattr(self, "_micro_batch_items", None)
-            if n is None:  # called outside the training loop
-                n = _count_label_items(inputs["labels"] if labels is None else labels, self._label_shift())
-            if n == 0:  # no label in this micro-batch: contribute zero gradient (and keep DDP in step)
-                logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[1]
-                loss = logits.sum() * 0.0
-            else:
-                loss = loss * (n / num_items_in_batch)
+        if num_items_in_batch is not None and (labels is not None or not passed):  # a mean: weight it
+            items = getattr(self, "_micro_batch_items", None)
+            if items is None:  # called outside the training loop
+                items = count_items({**inputs, "labels": labels} if labels is not None else inputs, self.label_names, shift)
+            loss = weighted(loss, outputs, items, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
     def _prepare_inputs(self, inputs: dict) -> dict:
         non_blocking = self.device.type == "cuda"
+        if isinstance(inputs, (list, tuple)):  # a collator's own structure, for an overridden compute_loss (as HF)
+            return type(inputs)(self._prepare_inputs(v) if isinstance(v, (Mapping, list, tuple)) else
+                                v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+                                for v in inputs)
         return {k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
                 for k, v in inputs.items()}
 
@@ -1002,17 +1012,12 @@ class Trainer(HubMixin):
             raise ConfigError(f"output_dir={out!r} is not writable: choose a directory you can write to.")
 
     # ================================================================== signals
-    def _install_signal_handlers(self):
-        self._old_handlers = {}
-        if not _in_main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+    def _install_signal_handlers(self):  # restored by train()'s signal_scope, whatever happens
+        self.__dict__.setdefault("_signal_handlers", SignalHandlers()).install(self._on_signal)
 
     def _restore_signal_handlers(self):
-        for sig, handler in getattr(self, "_old_handlers", {}).items():
-            signal.signal(sig, handler)
-        self._old_handlers = {}
+        if "_signal_handlers" in self.__dict__:
+            self._signal_handlers.restore()
 
     def _on_signal(self, signum, frame):
         if self._signal_received is not None:  # second signal: leave at once
@@ -1148,6 +1153,7 @@ class _Throughput:
 
     def count_batch(self, batch: dict):
         n = _batch_size(batch)
+        batch = batch if isinstance(batch, Mapping) else {}  # a list/tuple batch (overridden compute_loss): rows only
         mask = batch.get("attention_mask")
         if isinstance(mask, torch.Tensor) and not mask.is_cuda:
             tokens = int(mask.sum())
@@ -1201,35 +1207,6 @@ def _take(iterator, n: int) -> list:
     return out
 
 
-def _count_label_items(labels, shift: bool) -> int:
-    if not isinstance(labels, torch.Tensor):
-        return 0
-    if labels.dim() <= 1:
-        return labels.shape[0] if labels.dim() == 1 else 1
-    if labels.is_floating_point():
-        return labels.numel()
-    if shift:
-        labels = labels[..., 1:]
-    return int((labels != -100).sum())
-
-
-def _num_items(batch: dict, shift: bool) -> int:
-    labels = batch.get("labels")
-    if labels is None:
-        return _batch_size(batch)
-    return _count_label_items(labels, shift)
-
-
-def _batch_size(batch) -> int:
-    if isinstance(batch, Mapping):
-        for v in batch.values():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                return v.shape[0]
-            if isinstance(v, (list, tuple)):
-                return len(v)
-    return 1
-
-
 def _label_smoothed_loss(outputs, labels, epsilon: float, shift: bool):
     logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
     if shift:
@@ -1240,12 +1217,6 @@ def _label_smoothed_loss(outputs, labels, epsilon: float, shift: bool):
                           "(regression). Set label_smoothing_factor=0.")
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                              ignore_index=-100, label_smoothing=epsilon)
-
-
-def _accepts_loss_kwargs(trainer) -> bool:
-    import inspect
-    sig = inspect.signature(type(trainer).compute_loss)
-    return "num_items_in_batch" in sig.parameters
 
 
 def _supports_found_inf(optimizer) -> bool:
@@ -1320,8 +1291,3 @@ def _speed_metrics(prefix: str, start: float, num_samples: int, num_steps: int) 
 
 def _is_tokenizer(obj) -> bool:
     return obj is not None and hasattr(obj, "pad") and callable(getattr(obj, "pad"))
-
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()

@@ -34,9 +34,12 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .data import input_checks
+from .data.batch_seeds import unwrap_dataset
 from .data.columns import LABEL_ALIASES, dataset_columns, is_iterable_dataset
 from .distributed import unwrap_model
 from .errors import ConfigError, DataError, ModelError, TrainwrightError
+from .optimizer_check import check_optimizer_parameters
 
 logger = logging.getLogger("trainwright")
 
@@ -58,11 +61,15 @@ def preflight(trainer, train_dataloader) -> None:
                           f"{args.metric_for_best_model!r}, but eval_strategy='no', so nothing would ever be saved: set "
                           "eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
     model = unwrap_model(trainer.model)
+    input_checks.reset_warnings()
     check_collator(train_dataloader.collate_fn, trainer.processing_class, "train_dataset")
-    dataset = train_dataloader.dataset
+    dataset = unwrap_dataset(train_dataloader.dataset)
     check_arrow_dataset(model, dataset, "train_dataset", trainer.label_names)
-    batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model)
+    input_checks.scan_row_list(dataset, "train_dataset", trainer.label_names)
+    batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model, takes_mapping=_own_loop(trainer))
     check_batch(trainer, model, batch, "train_dataset", require_labels=True)
+    check_optimizer_parameters(trainer.optimizer, model, custom_loss=not _own_loop(trainer) or
+                               trainer.compute_loss_func is not None)
     if trainer.eval_dataset is not None and (args.eval_strategy != "no" or args.eval_on_start
                                              or args.load_best_model_at_end or args.save_strategy == "best"):
         check_eval(trainer, dry_run=trainer.compute_metrics is not None or args.metric_for_best_model is not None)
@@ -127,10 +134,11 @@ def check_collator(collator, processing_class, where: str) -> None:
 
 
 # ================================================================================================ first batch
-def first_batch(dataloader, where: str, label_names, model=None) -> dict:
+def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: bool | None = None) -> dict:
     """The first ``batch_size`` rows in dataset order, collated by the dataloader's collate_fn, without touching
-    the sampler, the workers or any RNG."""
-    dataset = dataloader.dataset
+    the sampler, the workers or any RNG. ``takes_mapping``: the loop calls ``model(**batch)``, so the batch must be
+    a dict of tensors (None: not checked)."""
+    dataset = unwrap_dataset(dataloader.dataset)
     batch_size = dataloader.batch_size or getattr(dataloader.batch_sampler, "batch_size", None) or 1
     with preserved_rng(), _preserved_collator(dataloader.collate_fn):
         if is_iterable_dataset(dataset):
@@ -144,10 +152,25 @@ def first_batch(dataloader, where: str, label_names, model=None) -> dict:
                 raise DataError(f"{where} is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
             rows = [dataset[i] for i in range(min(batch_size, n))]
         _check_row_labels(rows, where, label_names, model)
-        batch = dataloader.collate_fn(rows)
+        input_checks.check_rows(rows, where, label_names, require_labels=where == "train_dataset")
+        try:
+            batch = dataloader.collate_fn(rows)
+        except TrainwrightError:
+            raise
+        except Exception as e:
+            raise input_checks.collate_failure(e, rows, range(len(rows)), where, dataloader.collate_fn,
+                                               label_names) from e
+    if takes_mapping is not None:
+        input_checks.check_batch_structure(batch, where, dataloader.collate_fn, takes_mapping)
     if not isinstance(batch, Mapping):
         return {}
     return dict(batch)
+
+
+def _own_loop(trainer) -> bool:
+    """Whether the Trainer's own training_step and compute_loss run (they call model(**batch))."""
+    from .trainer import Trainer
+    return type(trainer).compute_loss is Trainer.compute_loss and type(trainer).training_step is Trainer.training_step
 
 
 def _check_row_labels(rows, where, label_names, model=None) -> None:
@@ -440,6 +463,7 @@ def check_arrow_dataset(model, dataset, where: str, label_names) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    input_checks.check_arrow_inputs(model, dataset, where, label_names, TOKEN_SCAN_ROWS)
     columns = dataset.column_names
     for column in list(label_names) + list(LABEL_ALIASES):
         if column in columns:
@@ -521,6 +545,8 @@ def check_batch(trainer, model, batch: dict, where: str, *, require_labels: bool
             continue
         if key == "labels" or len(present) == 1:
             check_labels(model, labels, where, key)
+    input_checks.check_batch_ids(model, batch, where)
+    input_checks.warn_nan_in_batch(batch, where, label_names)
     vocab = vocab_size(model)
     ids = batch.get("input_ids")
     if vocab is not None and isinstance(ids, torch.Tensor) and ids.numel() and not ids.is_floating_point():

@@ -53,6 +53,7 @@ def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool,
     if _is_dataset_dict(dataset):
         raise DataError(f"{description} is a DatasetDict with splits {list(dataset.keys())}: pass one split, "
                         f"e.g. {description}=tokenized_datasets['train'].")
+    check_not_column_dict(dataset, description)
     columns = dataset_columns(dataset)
     if columns is None:
         return dataset, None
@@ -80,6 +81,33 @@ def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool,
             dataset = dataset.remove_columns(dropped)
         return _rename_label(dataset, dataset.column_names), None
     return dataset, set(keep) | {"labels"}
+
+
+def check_not_column_dict(dataset, description: str) -> None:
+    """A plain dict of columns ({"input_ids": [...], "labels": [...]}) is not a dataset of rows: indexing it by row
+    number fails deep in the DataLoader (KeyError: 0). (A dict of named eval sets holds datasets or row lists.)"""
+    if not isinstance(dataset, Mapping) or _is_dataset_dict(dataset) or not dataset:
+        return
+    values = list(dataset.values())
+    if all(isinstance(k, str) for k in dataset) and all(_is_column(v) for v in values):
+        names = ", ".join(repr(k) for k in list(dataset)[:5])
+        lengths = sorted({len(v) for v in values})
+        raise DataError(
+            f"{description} is a dict of columns ({names}; {'/'.join(map(str, lengths))} values each), not a dataset "
+            f"of rows, so its rows cannot be read by index. Make it a dataset: "
+            f"{description}=datasets.Dataset.from_dict({{...}}) (or a list of row dicts: "
+            f"[dict(zip({description}, row)) for row in zip(*{description}.values())]).")
+
+
+def _is_column(value) -> bool:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+        return False
+    if type(value).__name__ in ("Dataset", "IterableDataset") or len(value) == 0:
+        return False
+    if not isinstance(value, (list, tuple)) and type(value).__module__.split(".")[0] not in ("numpy", "torch"):
+        return False
+    first = value[0]
+    return not isinstance(first, Mapping)
 
 
 def dropped_columns(dataset, model, label_names) -> list[str]:

@@ -12,7 +12,9 @@ with these deliberate differences:
 * MLM: padding positions are never masked even when the ``special_tokens_mask`` given by the user says otherwise.
 * when the examples are bare lists/tensors of ids, an ``attention_mask`` is returned with the padded ``input_ids``.
 * with ``seed`` set, each DataLoader worker gets its own generator (``seed + worker id``), created lazily in the
-  process that uses it, so forked workers never replay the same masks.
+  process that uses it, so forked workers never replay the same masks. Under ``Trainer.train()`` that generator
+  is re-seeded for every batch from (``seed``, epoch, batch index) (see ``batch_seeds``), so the masks do not
+  depend on the worker and a resumed run masks exactly as an uninterrupted one.
 """
 
 from __future__ import annotations

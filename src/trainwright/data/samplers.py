@@ -27,6 +27,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .batch_seeds import KeyedBatch
+
 
 class ResumableBatchSampler(torch.utils.data.Sampler):
     variable_batches = False  # every epoch has the same number of batches
@@ -83,8 +85,9 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return global_batch[self.rank * n // self.world_size:(self.rank + 1) * n // self.world_size]
 
     def __iter__(self):
-        for batch in self.global_batches(self.epoch)[self.start_batch:]:
-            yield self.shard(batch)
+        # each batch carries (seed, epoch, batch index, rank): a collator's random numbers derive from it
+        for index, batch in enumerate(self.global_batches(self.epoch)[self.start_batch:], self.start_batch):
+            yield KeyedBatch(self.shard(batch), (self.seed, self.epoch, index, self.rank))
 
     def num_batches(self, epoch: int) -> int:
         """Batches (per rank, one per global batch) in ``epoch``, before any resume skip."""
