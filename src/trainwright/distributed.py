@@ -398,24 +398,30 @@ class Distributed:
     def check_every_rank_calls(self, what: str) -> None:
         """Before a public method that is collective only because FSDP2 must gather the full state (save_model):
         make sure every rank called it, instead of hanging until ddp_timeout when only rank 0 did (as after
-        ``if trainer.is_world_process_zero(): trainer.save_model()``, fine under DDP).
+        ``if trainer.is_world_process_zero(): trainer.save_model()``, which is fine under DDP).
 
-        No collective that could hang: each rank counts itself in on the process group's key-value store (the
-        c10d store torchrun set up); rank 0 waits for all of them at most EVERY_RANK_CHECK_S seconds (or
-        ddp_timeout if shorter) and posts the verdict, which the other ranks read. A no-op unless sharded."""
+        No collective that could hang: the calls are numbered rounds on the process group's key-value store (the
+        c10d store torchrun set up). Each rank counts itself in; rank 0 waits for all of them at most
+        EVERY_RANK_CHECK_S seconds (or ddp_timeout if shorter) and posts the verdict, which the others read. A round
+        rank 0 gave up on is skipped by a rank that arrives later (it was not that rank's call), so the next call
+        made on every rank meets again. A no-op unless the model is sharded."""
         if not (self.enabled and self.sharded):
             return
         store = _default_store()
         if store is None:
             return
-        calls = self.__dict__.setdefault("_every_rank_calls", {})
-        calls[what] = n = calls.get(what, 0) + 1
-        key = f"trainwright/every_rank/{what}/{n}"
-        store.add(key, 1)
+        rounds = self.__dict__.setdefault("_every_rank_rounds", {})
         timeout = min(EVERY_RANK_CHECK_S, float(getattr(self.args, "ddp_timeout", EVERY_RANK_CHECK_S)))
         fix = (f"Call trainer.{what}() on every rank (drop the `if trainer.is_world_process_zero():` around it): "
                f"with fsdp the full state is gathered from all ranks, and only rank 0 writes the files.")
-        if self.rank == 0:
+        while True:
+            rounds[what] = n = rounds.get(what, 0) + 1
+            key = f"trainwright/every_rank/{what}/{n}"
+            store.add(key, 1)
+            if self.rank != 0:
+                if store.get(key + "/verdict") == b"ok":
+                    return
+                continue  # rank 0 gave up on this round before this rank came: meet it at the next one
             deadline = time.monotonic() + timeout
             while (arrived := store.add(key, 0)) < self.world_size:
                 if time.monotonic() > deadline:
@@ -424,9 +430,7 @@ class Distributed:
                                       f"{arrived} of {self.world_size} ranks called it within {timeout:.0f} s. {fix}")
                 time.sleep(0.02)
             store.set(key + "/verdict", "ok")
-        elif store.get(key + "/verdict") != b"ok":
-            raise ConfigError(f"{what}() with fsdp={self.args.fsdp!r}: rank 0 stopped waiting for the other ranks "
-                              f"after {timeout:.0f} s and refused the call. {fix}")
+            return
 
     def broadcast_object(self, obj):
         if not self.enabled:
