@@ -185,6 +185,27 @@ def test_get_train_dataloader_returning_a_list_of_batches(tmp_path, tokenizer, m
     _assert_best_loaded(trainer)
 
 
+def test_list_loader_resumes_where_it_stopped(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """Stopped at step 4 of 6 in the first epoch and resumed: the batches already trained on are passed over (as
+    HF does for a loader it cannot seek), so the weights equal those of the uninterrupted run."""
+    from conftest import StopAt
+    batches = _batches(sst2_small[0].select(range(48)), tokenizer, 8)
+
+    def run(out, resume=None, callbacks=None, **kw):
+        trainer = ListLoaderTrainer(make_tiny_model(), _args(tmp_path, output_dir=str(tmp_path / out),
+                                                             num_train_epochs=2, **kw),
+                                    batches=batches, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run("full")
+    run("cut", callbacks=[StopAt(4)], save_strategy="steps", save_steps=100)
+    resumed = run("cut", resume=True)
+    assert resumed.state.global_step == full.state.global_step == 12
+    reference = full.model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in resumed.model.state_dict().items())
+
+
 class StreamTrainer(Trainer):
     """get_train_dataloader over a generator-based IterableDataset; counts the rows the loader reads."""
 

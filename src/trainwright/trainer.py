@@ -453,6 +453,8 @@ class Trainer:
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
             steps_in_epoch = steps_per_epoch if batches_per_epoch is None else plan.steps(epoch)
             batches = iter(train_dataloader)
+            if skip and sampler is None and batches_per_epoch is not None and not args.ignore_data_skip:
+                _take(batches, skip * accum)  # a subclass's own loader, resumed: pass the batches already trained on (HF)
             for step_in_epoch in range(skip, steps_in_epoch):
                 micro_batches = _take(batches, accum)
                 if not micro_batches:
