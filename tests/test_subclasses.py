@@ -276,6 +276,27 @@ def test_compute_metrics_that_always_raises_fails_before_training(tmp_path, toke
     assert frames[-1] == "_raise_always"  # the user's own frame, in the chained traceback
 
 
+def test_metric_over_the_whole_eval_set_is_not_refused(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """A compute_metrics that scores against the whole eval set's references (kept outside the Trainer) fails on a
+    one-batch sample with trainwright's own DataError; it works on the whole set, so training goes on (before: the
+    DataError stopped the run)."""
+    from trainwright import metrics
+    train, dev = sst2_small
+    eval_set = dev.select(range(24))
+    references = eval_set["label"]
+    accuracy = metrics.load("accuracy")
+
+    def against_all_references(eval_pred):
+        return accuracy.compute(predictions=eval_pred.predictions.argmax(-1), references=references)
+
+    trainer = Trainer(make_tiny_model(), _args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1,
+                                               metric_for_best_model="accuracy"),
+                      train_dataset=train.select(range(16)), eval_dataset=eval_set, processing_class=tokenizer,
+                      compute_metrics=against_all_references)
+    trainer.train()
+    assert len([h for h in trainer.state.log_history if "eval_accuracy" in h]) == 2
+
+
 def test_large_eval_set_code_errors_fail_others_wait(tmp_path, tokenizer, make_tiny_model, sst2_small, monkeypatch):
     """An eval set too large to evaluate whole before training: an error of the code itself still stops the run;
     a ValueError (a metric that may need more rows) is left to the first evaluation, with a warning."""

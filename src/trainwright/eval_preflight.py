@@ -27,8 +27,8 @@ import torch
 from .data.columns import is_iterable_dataset
 from .distributed import unwrap_model
 from .errors import ConfigError
-from .validation import (SKIP_ENV, check_arrow_dataset, check_batch, check_collator, first_batch,
-                         preserved_rng)
+from .validation import (SKIP_ENV, _preserved_collator, check_arrow_dataset, check_batch, check_collator,
+                         first_batch, preserved_rng)
 
 
 def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | None:
@@ -114,8 +114,10 @@ def _dry_evaluate_set(trainer, batch: dict, dataset, where: str, prefix: str) ->
         cause = e.__cause__
     rows = len(dataset) if hasattr(dataset, "__len__") and not is_iterable_dataset(dataset) else None
     if rows is not None and rows <= DRY_RUN_FULL_ROWS:
+        dataloader = trainer.get_eval_dataloader(dataset)
         try:
-            return _dry_evaluate(trainer, trainer.get_eval_dataloader(dataset), prefix)
+            with _preserved_collator(dataloader.collate_fn):  # a seeded collator draws as if this had not run
+                return _dry_evaluate(trainer, dataloader, prefix)
         except MetricsFailed as e:
             cause = e.__cause__
             raise ConfigError(
@@ -135,8 +137,8 @@ def _dry_evaluate_set(trainer, batch: dict, dataset, where: str, prefix: str) ->
 def _dry_evaluate(trainer, batches, prefix: str) -> dict | None:
     """trainer._run_evaluation (evaluation_loop, as evaluate() runs it, without logging or callbacks) on
     ``batches``, the RNGs restored. Returns the prefixed metrics; raises MetricsFailed when compute_metrics
-    raised something other than a trainwright error. Errors of the forward pass itself propagate: the first
-    evaluation would hit them too, after training for eval_steps."""
+    raised. Errors of the forward pass itself propagate: the first evaluation would hit them too, after training
+    for eval_steps."""
     model = unwrap_model(trainer.model)
     if trainer.precision.eval_dtype is not None and any(p.dtype != torch.float32 for p in model.parameters()):
         return None  # evaluation_loop would cast a non-fp32 model to fp32 afterwards: leave it to the first evaluation

@@ -32,7 +32,7 @@ from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, 
                             collator_padding, dataset_lengths, is_row_preserving,
                             restore_order)
 from .distributed import Distributed, unwrap_model
-from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError, TrainwrightError
+from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .state import TrainerState
@@ -765,8 +765,6 @@ class Trainer:
             return _check_metrics(self.compute_metrics(eval_prediction))
         try:
             result = self.compute_metrics(eval_prediction)
-        except TrainwrightError:
-            raise
         except Exception as e:  # the pre-flight decides whether this can wait for the first evaluation
             from .eval_preflight import MetricsFailed
             raise MetricsFailed(e) from e
