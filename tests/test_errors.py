@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -584,8 +585,9 @@ def test_preflight_leaves_a_seeded_collator_untouched(tmp_path, tokenizer, sst2_
 
 def test_metric_that_needs_more_than_one_batch_is_left_to_the_first_evaluation(tmp_path, tokenizer, make_tiny_model,
                                                                                 monkeypatch):
-    """compute_metrics failing on the one-batch dry run (here: it needs 8 rows) only warns; training goes on and
-    the real evaluations use it."""
+    """compute_metrics failing on the one-batch dry run (here: it needs 8 rows) is tried on the whole (small) eval
+    set, where it works: no warning, training goes on and the real evaluations use it. (A set too large to evaluate
+    before training gets a warning instead: tests/test_subclasses.py.)"""
     def needs_all_rows(eval_pred):
         if len(eval_pred.label_ids) < 8:
             raise ValueError("need every row")
@@ -595,7 +597,8 @@ def test_metric_that_needs_more_than_one_batch_is_left_to_the_first_evaluation(t
     c.build(train=c.data([0, 1] * 4), eval_dataset=c.data([0, 1] * 4), compute_metrics=needs_all_rows,
             args=c.args(eval_strategy="steps", eval_steps=1, metric_for_best_model="accuracy",
                         save_strategy="best"))
-    with pytest.warns(UserWarning, match="compute_metrics could not run on one eval batch before training"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="compute_metrics could not run")
         out = c.trainer.train()
     assert out.global_step == 2
     assert c.trainer.compute_metrics is needs_all_rows

@@ -301,7 +301,7 @@ def test_list_metrics():
     names = metrics.list_metrics()
     assert names == sorted(names)
     for n in ["accuracy", "f1", "precision", "recall", "matthews_correlation", "pearsonr", "spearmanr",
-              "mse", "mae", "glue", "seqeval", "bleu", "sacrebleu", "rouge", "perplexity"]:
+              "mse", "mae", "glue", "seqeval", "bleu", "sacrebleu", "rouge", "perplexity", "squad", "squad_v2"]:
         assert n in names
 
 
@@ -473,3 +473,71 @@ def test_perplexity():
 def test_perplexity_tensor_loss():
     torch = pytest.importorskip("torch")
     assert metrics.perplexity_from_loss(torch.tensor(math.log(10))) == pytest.approx(10.0, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SQuAD v1.1 / v2.0 (the official scripts' rules; values worked out by hand)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _ref(qid, *texts):
+    return {"id": qid, "answers": {"text": list(texts), "answer_start": [0] * len(texts)}}
+
+
+def test_squad_normalisation_rules():
+    from trainwright.metrics_squad import f1_score, normalize_answer
+    assert normalize_answer("  The  Denver Broncos! ") == "denver broncos"
+    assert normalize_answer("an apple, a pear and the plum.") == "apple pear and plum"
+    assert normalize_answer("theatre anthem") == "theatre anthem"  # articles only as whole words
+    assert normalize_answer("U.S.-based") == "usbased"
+    assert f1_score("the cat sat", "a cat sat down") == pytest.approx(2 * (2 / 2) * (2 / 3) / (2 / 2 + 2 / 3))
+    assert f1_score("", "") == 1.0 and f1_score("", "cat") == 0.0
+    assert f1_score("the", "a", empty_agrees=False) == 0.0  # v1 script: no common token -> 0
+
+
+def test_squad_v1_known_values():
+    squad = metrics.load("squad")
+    preds = [{"id": "q1", "prediction_text": "The Denver Broncos!"},   # exact after normalisation
+             {"id": "q2", "prediction_text": "blue cat"},              # best gold "cat": F1 2/3, no exact
+             {"id": "q3", "prediction_text": "nothing in common"}]     # 0 / 0
+    refs = [_ref("q1", "Denver Broncos"), _ref("q2", "a red cat", "cat"), _ref("q3", "1958")]
+    out = squad.compute(predictions=preds, references=refs)
+    assert list(out) == ["exact_match", "f1"]
+    assert out["exact_match"] == pytest.approx(100 / 3)
+    assert out["f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3)
+    # the order of predictions does not matter (matched by id); batches accumulate
+    squad.add_batch(predictions=preds[::-1][:2], references=refs[:2])
+    squad.add_batch(predictions=preds[:1], references=refs[2:])
+    assert squad.compute() == pytest.approx(out)
+    with pytest.warns(UserWarning, match="1 of 3 questions have no prediction"):
+        missing = squad.compute(predictions=preds[:2], references=refs)
+    assert missing["exact_match"] == pytest.approx(100 / 3)  # the unanswered question scores 0 (counted)
+    with pytest.raises(DataError, match="'prediction_text'"):
+        squad.compute(predictions=[{"id": "q1", "text": "x"}], references=refs[:1])
+
+
+def test_squad_v2_known_values():
+    squad_v2 = metrics.load("squad_v2")
+    preds = [{"id": "q1", "prediction_text": "Denver", "no_answer_probability": 0.1},   # F1 2/3 (p 1, r 1/2)
+             {"id": "q2", "prediction_text": "", "no_answer_probability": 0.9},         # right: no answer
+             {"id": "q3", "prediction_text": "x", "no_answer_probability": 0.5}]        # wrong: has none
+    refs = [_ref("q1", "Denver Broncos"), _ref("q2"), _ref("q3")]
+    out = squad_v2.compute(predictions=preds, references=refs)
+    assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact",
+                         "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+    assert out["total"] == 3 and out["HasAns_total"] == 1 and out["NoAns_total"] == 2
+    assert out["exact"] == pytest.approx(100 / 3) and out["f1"] == pytest.approx(100 * (2 / 3 + 1) / 3)
+    assert out["HasAns_exact"] == 0 and out["HasAns_f1"] == pytest.approx(200 / 3)
+    assert out["NoAns_exact"] == out["NoAns_f1"] == 50
+    # thresholds: all "no answer" scores 2 of 3; answering q1 (p 0.1) adds 0 exact / 2/3 F1; q3 (0.5) loses 1
+    assert out["best_exact"] == pytest.approx(200 / 3) and out["best_exact_thresh"] == 0.0
+    assert out["best_f1"] == pytest.approx(100 * (2 + 2 / 3) / 3) and out["best_f1_thresh"] == 0.1
+    # a threshold below q3's probability turns its wrong answer into a right "no answer"
+    low = squad_v2.compute(predictions=preds, references=refs, no_answer_threshold=0.4)
+    assert low["exact"] == pytest.approx(200 / 3) and low["NoAns_exact"] == 100
+    only_answerable = squad_v2.compute(predictions=preds[:1], references=refs[:1])
+    assert "NoAns_total" not in only_answerable and only_answerable["HasAns_total"] == 1
+    with pytest.raises(DataError, match="no prediction"):
+        squad_v2.compute(predictions=preds[:2], references=refs)
+    with pytest.raises(DataError, match="no_answer_probability"):
+        squad_v2.compute(predictions=[{"id": "q1", "prediction_text": "x"}], references=refs[:1])

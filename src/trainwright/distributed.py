@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import warnings
 
 import torch
@@ -30,6 +31,9 @@ import torch
 from .errors import ConfigError
 
 logger = logging.getLogger("trainwright")
+
+# how long rank 0 waits for the other ranks to join a call that FSDP2 makes collective (save_model), in seconds
+EVERY_RANK_CHECK_S = 60.0
 
 # the fsdp= words of transformers' FSDPOption and what they mean here
 _FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard", "offload", "auto_wrap")
@@ -415,6 +419,43 @@ class Distributed:
             import torch.distributed as dist
             dist.barrier()
 
+    def check_every_rank_calls(self, what: str) -> None:
+        """Before a public method that is collective only because FSDP2 must gather the full state (save_model):
+        make sure every rank called it, instead of hanging until ddp_timeout when only rank 0 did (as after
+        ``if trainer.is_world_process_zero(): trainer.save_model()``, which is fine under DDP).
+
+        No collective that could hang: the calls are numbered rounds on the process group's key-value store (the
+        c10d store torchrun set up). Each rank counts itself in; rank 0 waits for all of them at most
+        EVERY_RANK_CHECK_S seconds (or ddp_timeout if shorter) and posts the verdict, which the others read. A round
+        rank 0 gave up on is skipped by a rank that arrives later (it was not that rank's call), so the next call
+        made on every rank meets again. A no-op unless the model is sharded."""
+        if not (self.enabled and self.sharded):
+            return
+        store = _default_store()
+        if store is None:
+            return
+        rounds = self.__dict__.setdefault("_every_rank_rounds", {})
+        timeout = min(EVERY_RANK_CHECK_S, float(getattr(self.args, "ddp_timeout", EVERY_RANK_CHECK_S)))
+        fix = (f"Call trainer.{what}() on every rank (drop the `if trainer.is_world_process_zero():` around it): "
+               f"with fsdp the full state is gathered from all ranks, and only rank 0 writes the files.")
+        while True:
+            rounds[what] = n = rounds.get(what, 0) + 1
+            key = f"trainwright/every_rank/{what}/{n}"
+            store.add(key, 1)
+            if self.rank != 0:
+                if store.get(key + "/verdict") == b"ok":
+                    return
+                continue  # rank 0 gave up on this round before this rank came: meet it at the next one
+            deadline = time.monotonic() + timeout
+            while (arrived := store.add(key, 0)) < self.world_size:
+                if time.monotonic() > deadline:
+                    store.set(key + "/verdict", "missing")
+                    raise ConfigError(f"{what}() with fsdp={self.args.fsdp!r} was called on rank 0, but only "
+                                      f"{arrived} of {self.world_size} ranks called it within {timeout:.0f} s. {fix}")
+                time.sleep(0.02)
+            store.set(key + "/verdict", "ok")
+            return
+
     def broadcast_object(self, obj):
         if not self.enabled:
             return obj
@@ -697,6 +738,15 @@ def _record_torchrun_error(exc_type, exc, tb) -> None:
             json.dump(data, f)
     except OSError:
         pass
+
+
+def _default_store():
+    """The default process group's c10d store (None if torch does not expose it)."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+        return _get_default_store()
+    except Exception:
+        return None
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

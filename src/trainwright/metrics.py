@@ -42,6 +42,11 @@ Metrics and their result keys (as in ``evaluate``):
                       "translation_length", "reference_length"}``
 ``rouge``             ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` (mean F-measure)
 ``perplexity``        ``{"perplexity"}`` from losses: ``compute(eval_loss=x)`` or ``compute(losses=[...])``
+``squad``             ``{"exact_match", "f1"}`` (0-100); predictions ``[{"id", "prediction_text"}]``,
+                      references ``[{"id", "answers": {"text": [...], "answer_start": [...]}}]``
+``squad_v2``          ``{"exact", "f1", "total", "HasAns_*", "NoAns_*", "best_exact", "best_exact_thresh",
+                      "best_f1", "best_f1_thresh"}``; predictions also carry ``"no_answer_probability"``;
+                      kwarg ``no_answer_threshold=1.0`` (see ``trainwright.metrics_squad``)
 ===================== ====================================================================
 
 Differences from ``evaluate``, all on purpose:
@@ -73,6 +78,8 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 from trainwright.errors import ConfigError, DataError
+from trainwright.metrics_squad import squad as _squad
+from trainwright.metrics_squad import squad_v2 as _squad_v2
 
 __all__ = [
     "Metric",
@@ -647,6 +654,9 @@ _REGISTRY: dict[str, tuple[Callable[..., dict], tuple, tuple[str, str] | None, s
     "bleu": (_bleu, (None, "default"), ("sacrebleu", "sacrebleu"), "Corpus BLEU on 13a tokens, 0-1."),
     "rouge": (_rouge, (None, "default"), ("rouge_score", "rouge_score"), "ROUGE-1/2/L/Lsum mean F-measures."),
     "perplexity": (_perplexity, (None, "default"), None, "exp(mean cross-entropy loss), from losses."),
+    "squad": (_squad, (None, "default", "plain_text"), None, "SQuAD v1.1 exact match and token F1, 0-100."),
+    "squad_v2": (_squad_v2, (None, "default", "plain_text"), None,
+                 "SQuAD v2.0 exact/F1 with unanswerable questions and the best no-answer threshold."),
 }
 
 

@@ -288,6 +288,12 @@ class Trainer(HubMixin):
                                            generator=generator, **self._dataloader_kwargs())
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        if isinstance(eval_dataset, str):  # as HF: a name of a dict eval_dataset
+            if not isinstance(self.eval_dataset, dict) or eval_dataset not in self.eval_dataset:
+                names = sorted(self.eval_dataset) if isinstance(self.eval_dataset, dict) else []
+                raise ConfigError(f"get_eval_dataloader({eval_dataset!r}): there is no eval_dataset of that name "
+                                  f"(names: {', '.join(names) or 'none, eval_dataset is not a dict'}).")
+            eval_dataset = self.eval_dataset[eval_dataset]
         if eval_dataset is None:
             eval_dataset = self.eval_dataset
         if eval_dataset is None:
@@ -379,11 +385,15 @@ class Trainer(HubMixin):
         train_dataloader = self.get_train_dataloader()
         from .validation import preflight
         preflight(self, train_dataloader)  # bad labels, ids, lengths, pad token, metrics: before any step
-        sampler = train_dataloader.batch_sampler if isinstance(train_dataloader.batch_sampler, ResumableBatchSampler) else None
+        batch_sampler = getattr(train_dataloader, "batch_sampler", None)
+        sampler = batch_sampler if isinstance(batch_sampler, ResumableBatchSampler) else None
+        # a subclass's get_train_dataloader may return any iterable of batches: with a length it has epochs (as HF)
+        sized = sampler if sampler is not None else train_dataloader if (
+            has_length(train_dataloader) and not is_iterable_dataset(getattr(train_dataloader, "dataset", None))) else None
         accum = args.gradient_accumulation_steps
-        if sampler is not None:
-            batches_per_epoch = len(sampler)
-            plan = EpochPlan(sampler, accum)  # steps per epoch; exact when token budgets vary them by epoch
+        if sized is not None:
+            batches_per_epoch = len(sized)
+            plan = EpochPlan(sized, accum)  # steps per epoch; exact when token budgets vary them by epoch
             steps_per_epoch = plan.steps(0)
             if args.max_steps > 0:
                 max_steps = args.max_steps
@@ -391,8 +401,12 @@ class Trainer(HubMixin):
             else:
                 max_steps = plan.total_steps(args.num_train_epochs)
                 num_epochs = math.ceil(args.num_train_epochs)
-            num_examples = sampler.num_samples
-        else:  # iterable dataset: max_steps was checked at construction
+            num_examples = sampler.num_samples if sampler is not None else self.num_examples(train_dataloader)
+        else:  # iterable dataset: max_steps was checked at construction (a subclass's loader: here)
+            if args.max_steps <= 0:
+                raise ConfigError(f"get_train_dataloader() returned a {type(train_dataloader).__name__} without a "
+                                  "length, so the number of steps is unknown: set max_steps=<number of optimizer "
+                                  "steps> in TrainingArguments.")
             batches_per_epoch = None
             steps_per_epoch = max_steps = args.max_steps
             num_epochs = sys.maxsize
@@ -406,7 +420,7 @@ class Trainer(HubMixin):
         model = self.model_wrapped
 
         self.state = TrainerState(
-            max_steps=max_steps, num_train_epochs=num_epochs if sampler is not None else 1,
+            max_steps=max_steps, num_train_epochs=num_epochs if sized is not None else 1,
             train_batch_size=args.per_device_train_batch_size,
             logging_steps=_ratio_to_steps(args.logging_steps, max_steps),
             eval_steps=_ratio_to_steps(args.eval_steps or args.logging_steps, max_steps),
@@ -455,10 +469,12 @@ class Trainer(HubMixin):
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
             steps_in_epoch = steps_per_epoch if batches_per_epoch is None else plan.steps(epoch)
             batches = iter(train_dataloader)
+            if skip and sampler is None and batches_per_epoch is not None and not args.ignore_data_skip:
+                _take(batches, skip * accum)  # a subclass's own loader, resumed: pass the batches already trained on (HF)
             for step_in_epoch in range(skip, steps_in_epoch):
                 micro_batches = _take(batches, accum)
                 if not micro_batches:
-                    if sampler is None:  # iterable dataset exhausted: start it again
+                    if batches_per_epoch is None:  # iterable dataset exhausted: start it again
                         batches = iter(train_dataloader)
                         micro_batches = _take(batches, accum)
                     if not micro_batches:
@@ -729,16 +745,16 @@ class Trainer(HubMixin):
     # ================================================================== evaluate / predict
     def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
-        if isinstance(eval_dataset, dict) or (eval_dataset is None and isinstance(self.eval_dataset, dict)):
+        override = eval_dataset is not None
+        eval_dataset = eval_dataset if override else self.eval_dataset
+        if isinstance(eval_dataset, dict):  # as HF: each set by name (get_eval_dataloader(name)), prefixed
             results = {}
-            for name, ds in (eval_dataset or self.eval_dataset).items():
-                results.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
+            for name, ds in eval_dataset.items():
+                results.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return results
         dataloader = self.get_eval_dataloader(eval_dataset)
-        start = time.time()
-        output = self.evaluation_loop(dataloader, "Evaluation", ignore_keys=ignore_keys,
-                                      metric_key_prefix=metric_key_prefix)
-        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
+        output = self._run_evaluation(dataloader, "Evaluation", ignore_keys, metric_key_prefix,
+                                      prediction_loss_only=True if self.compute_metrics is None else None)
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
         return output.metrics
@@ -746,12 +762,37 @@ class Trainer(HubMixin):
     def predict(self, test_dataset, ignore_keys: list[str] | None = None,
                 metric_key_prefix: str = "test") -> PredictionOutput:
         dataloader = self.get_test_dataloader(test_dataset)
-        start = time.time()
-        output = self.evaluation_loop(dataloader, "Prediction", ignore_keys=ignore_keys,
-                                      metric_key_prefix=metric_key_prefix)
-        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, len(dataloader)))
+        output = self._run_evaluation(dataloader, "Prediction", ignore_keys, metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
+
+    def _run_evaluation(self, dataloader, description: str = "Evaluation", ignore_keys=None,
+                        metric_key_prefix: str = "eval", prediction_loss_only=None, quiet: bool = False):
+        """evaluation_loop plus the speed metrics, with no logging and no on_evaluate/on_predict: what evaluate()
+        and predict() compute. ``quiet`` (the pre-flight dry run) also skips the per-batch callbacks and reports a
+        failing compute_metrics as eval_preflight.MetricsFailed (chained to the user's exception)."""
+        previous = getattr(self, "_eval_quiet", False)
+        self._eval_quiet = quiet
+        start = time.time()
+        try:
+            output = self.evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_quiet = previous
+        steps = len(dataloader) if has_length(dataloader) else math.ceil(
+            output.num_samples / max(self.args.per_device_eval_batch_size * self.dist.world_size, 1))
+        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, steps))
+        return output
+
+    def _compute_metrics(self, eval_prediction: EvalPrediction) -> dict:
+        if not getattr(self, "_eval_quiet", False):
+            return _check_metrics(self.compute_metrics(eval_prediction))
+        try:
+            result = self.compute_metrics(eval_prediction)
+        except Exception as e:  # the pre-flight decides whether this can wait for the first evaluation
+            from .eval_preflight import MetricsFailed
+            raise MetricsFailed(e) from e
+        return _check_metrics(result)
 
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
@@ -762,7 +803,10 @@ class Trainer(HubMixin):
         if self.precision.eval_dtype is not None and not getattr(self, "_cast_for_eval", False):
             self.model.to(self.precision.eval_dtype)
         model.eval()
-        self.callback_handler.eval_dataloader = dataloader
+        quiet = getattr(self, "_eval_quiet", False)  # the pre-flight dry run: no callbacks
+        if not quiet:
+            self.callback_handler.eval_dataloader = dataloader
+        self._has_labels_seen = False  # set by prediction_step: whether this evaluation's batches had labels
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         num_samples = 0
         preds_host, labels_host, inputs_host = [], [], []
@@ -783,7 +827,8 @@ class Trainer(HubMixin):
             if "inputs" in args.include_for_metrics:
                 inputs_host.append(_to_host(inputs.get("input_ids")))
             num_samples += batch_size
-            self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
+            if not quiet:
+                self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         predictions = _concat_to_numpy(preds_host) if preds_host else None
@@ -800,9 +845,8 @@ class Trainer(HubMixin):
         eval_inputs = restore_order(eval_inputs, inverse_order)
         metrics: dict[str, Any] = {}
         if self.compute_metrics is not None and predictions is not None and label_ids is not None:
-            result = self.compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids,
-                                                         inputs=eval_inputs))
-            metrics = _check_metrics(result)
+            metrics = self._compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids,
+                                                           inputs=eval_inputs))
         if num_samples and loss_sum is not None and (self._has_labels_seen or float(loss_sum.item()) != 0.0):
             metrics["loss"] = float(loss_sum.item()) / num_samples
         metrics = {(k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}"): v
@@ -984,10 +1028,12 @@ class Trainer(HubMixin):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         from .checkpoint import save_model_dir
         output_dir = output_dir or self.args.output_dir
+        # as HF, no barrier: rank 0 alone may call it (`if trainer.is_world_process_zero(): trainer.save_model()`).
+        # FSDP2 gathers the full state from every rank: a rank-0-only call is refused instead of hanging
+        self.dist.check_every_rank_calls("save_model")
         model_view, _ = self.dist.state_for_saving(self.model)  # FSDP2: collective, gathered on rank 0
         if self.dist.is_main_process:
             save_model_dir(output_dir, model_view, self.processing_class)
-        self.dist.barrier()
         if self.args.push_to_hub and not _internal_call:
             self._push_after_save_model()  # hub.py: as transformers, save_model pushes
 
@@ -1066,7 +1112,8 @@ class Trainer(HubMixin):
     def _sampling_description(self, sampler) -> str:
         """The train sampler's order in words (an iterable dataset has no sampler: its own order)."""
         if sampler is None:
-            return "the iterable dataset's own order"
+            return "the order of get_train_dataloader()'s batches" if type(self).get_train_dataloader is not \
+                Trainer.get_train_dataloader else "the iterable dataset's own order"
         budget = isinstance(sampler, TokenBudgetBatchSampler)
         if budget:
             what = "token budget, " + ("rows of similar length" if sampler.shuffle else "in data order")
@@ -1088,13 +1135,51 @@ class Trainer(HubMixin):
 
     # ================================================================== misc HF API
     def num_examples(self, dataloader) -> int:
-        return len(dataloader.dataset)
+        dataset = getattr(dataloader, "dataset", None)
+        if dataset is not None and has_length(dataset):
+            return len(dataset)
+        return len(dataloader) * self.args.per_device_train_batch_size  # as HF: batches x the batch size
 
     def is_world_process_zero(self) -> bool:
         return self.dist.is_main_process
 
     def is_local_process_zero(self) -> bool:
         return self.dist.local_rank == 0
+
+    def create_model_card(self, language: str | None = None, license: str | None = None,
+                          tags: str | list[str] | None = None, model_name: str | None = None,
+                          finetuned_from: str | None = None, tasks: str | list[str] | None = None,
+                          dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
+                          dataset_args: str | list[str] | None = None) -> None:
+        """Writes a README.md model card in output_dir (main process only); see trainwright.model_card."""
+        from .model_card import create_model_card
+        create_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
+                          finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
+                          dataset_args=dataset_args)
+
+    def get_num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def get_learning_rates(self) -> list[float]:
+        return [group["lr"] for group in self._optimizer_or_error().param_groups]
+
+    def get_optimizer_group(self, param: str | torch.nn.Parameter | None = None):
+        """The optimizer group holding ``param`` (a parameter, or its name in the model); without ``param``, or
+        when no group holds it, the list of every group's parameters (as HF)."""
+        groups = self._optimizer_or_error().param_groups
+        if isinstance(param, str):
+            param = dict(unwrap_model(self.model).named_parameters()).get(param, param)
+        if param is not None:
+            for group in groups:
+                if any(p is param for p in group["params"]):
+                    return group
+        return [group["params"] for group in groups]
+
+    def _optimizer_or_error(self):
+        if self.optimizer is None:
+            raise ConfigError("The Trainer has no optimizer yet: it is built by train(); call "
+                              "trainer.create_optimizer() first to inspect it before training.")
+        return self.optimizer
 
     def log_metrics(self, split: str, metrics: dict):
         if not self.is_world_process_zero():

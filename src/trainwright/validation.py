@@ -14,7 +14,10 @@ What is looked at, and what it costs:
   of the token ids of the first ``TOKEN_SCAN_ROWS`` rows (milliseconds for ~1M rows; nothing is decoded to Python);
 * when evaluation runs during training and ``compute_metrics`` or ``metric_for_best_model`` is set, a dry
   evaluation on ONE batch of each eval set: ``compute_metrics`` must return numbers and produce
-  ``metric_for_best_model``. (``compute_metrics`` is therefore called once more than in transformers.)
+  ``metric_for_best_model`` (``compute_metrics`` is therefore called once more than in transformers; see
+  ``eval_preflight.py``, which also says where it steps aside for a subclass);
+* a train dataloader that a subclass's ``get_train_dataloader`` made is checked only when it is a DataLoader
+  whose rows can be read by index (an iterable of batches, or an iterable dataset of the user's, is left alone).
 
 Nothing here changes the model, the optimizer, the RNG states or the data order: the RNGs are saved and restored
 around every collation and forward pass, so a run is bit-identical with or without the checks.
@@ -28,7 +31,6 @@ import logging
 import os
 import random
 import types
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -62,56 +64,32 @@ def preflight(trainer, train_dataloader) -> None:
                           "eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
     model = unwrap_model(trainer.model)
     input_checks.reset_warnings()
-    check_collator(train_dataloader.collate_fn, trainer.processing_class, "train_dataset")
-    dataset = unwrap_dataset(train_dataloader.dataset)
-    check_arrow_dataset(model, dataset, "train_dataset", trainer.label_names)
-    input_checks.scan_row_list(dataset, "train_dataset", trainer.label_names)
-    batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model, takes_mapping=_own_loop(trainer))
-    check_batch(trainer, model, batch, "train_dataset", require_labels=True)
+    if _inspectable(trainer, train_dataloader):
+        check_collator(train_dataloader.collate_fn, trainer.processing_class, "train_dataset")
+        dataset = unwrap_dataset(train_dataloader.dataset)
+        check_arrow_dataset(model, dataset, "train_dataset", trainer.label_names)
+        input_checks.scan_row_list(dataset, "train_dataset", trainer.label_names)
+        batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model,
+                            takes_mapping=_own_loop(trainer))
+        check_batch(trainer, model, batch, "train_dataset", require_labels=True)
     check_optimizer_parameters(trainer.optimizer, model, custom_loss=not _own_loop(trainer) or
                                trainer.compute_loss_func is not None)
     if trainer.eval_dataset is not None and (args.eval_strategy != "no" or args.eval_on_start
                                              or args.load_best_model_at_end or args.save_strategy == "best"):
+        from .eval_preflight import check_eval
         check_eval(trainer, dry_run=trainer.compute_metrics is not None or args.metric_for_best_model is not None)
 
 
-def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | None:
-    """Checks every eval set like the train set (labels, token ids, lengths) and, with ``dry_run``, evaluates
-    one batch of each: compute_metrics must return numbers and metric_for_best_model must be among the
-    metrics. Returns the dry-run metrics (or None)."""
-    if os.environ.get(SKIP_ENV, "").strip() in ("1", "true", "True", "yes"):
-        return None
-    model = unwrap_model(trainer.model)
-    eval_dataset = trainer.eval_dataset if eval_dataset is None else eval_dataset
-    if eval_dataset is None:
-        return None
-    sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [(None, eval_dataset)]
-    produced: dict = {}
-    skipped = False
-    for name, ds in sets:
-        where = "eval_dataset" if name is None else f"eval_dataset[{name!r}]"
-        prefix = "eval" if name is None else f"eval_{name}"
-        dataloader = trainer.get_eval_dataloader(ds)
-        check_collator(dataloader.collate_fn, trainer.processing_class, where)
-        check_arrow_dataset(model, dataloader.dataset, where, trainer.label_names)
-        batch = first_batch(dataloader, where, trainer.label_names, model)
-        check_batch(trainer, model, batch, where, require_labels=False)
-        if dry_run and not skipped:
-            metrics = _dry_evaluate(trainer, batch, prefix)
-            if metrics is None:  # compute_metrics could not run on one batch: the first evaluation decides
-                skipped = True
-            else:
-                produced.update(metrics)
-    if dry_run and not skipped and trainer.args.metric_for_best_model is not None:
-        key = trainer._metric_key()
-        if key not in produced:
-            shown = sorted(k for k in produced if not k.endswith(("_runtime", "_per_second")))
-            raise ConfigError(
-                f"metric_for_best_model={trainer.args.metric_for_best_model!r}: evaluation produces no {key!r} "
-                f"(checked on one batch before training). It produces: {', '.join(shown) or 'nothing'}. Set "
-                f"metric_for_best_model to one of these (without the 'eval_' prefix), or return it from "
-                f"compute_metrics.")
-    return produced if dry_run and not skipped else None
+def _inspectable(trainer, train_dataloader) -> bool:
+    """Whether the train data can be checked without changing what the run sees: a DataLoader, and, when a
+    subclass's own get_train_dataloader made it, one whose rows can be read by index (reading an iterable
+    dataset of the user's could consume rows the run would then miss)."""
+    if not isinstance(train_dataloader, torch.utils.data.DataLoader):
+        return False  # any iterable of batches from a subclass's get_train_dataloader: nothing to look into
+    from .eval_preflight import overridden
+    if overridden(trainer, "get_train_dataloader") and is_iterable_dataset(train_dataloader.dataset):
+        return False
+    return True
 
 
 # ================================================================================================ collator
@@ -579,67 +557,6 @@ def _needs_labels(trainer, model, label_names) -> bool:
     except (TypeError, ValueError):
         return False
     return all(k in params for k in label_names)
-
-
-# ================================================================================================ dry evaluation
-def _dry_evaluate(trainer, batch: dict, prefix: str) -> dict | None:
-    """evaluation_loop on one batch, with no callbacks and no state changes. Returns the prefixed metrics, or
-    None when compute_metrics raised something other than a trainwright error on this small sample (a metric
-    that needs more than one batch). Errors of the forward pass itself propagate: the first evaluation would
-    hit them too, after training for eval_steps."""
-    model = unwrap_model(trainer.model)
-    if trainer.precision.eval_dtype is not None and any(p.dtype != torch.float32 for p in model.parameters()):
-        return None  # evaluation_loop would cast a non-fp32 model to fp32 afterwards: leave it to the first evaluation
-    was_training = model.training
-    handler = trainer.callback_handler
-    sentinel = object()
-    saved_seen = trainer.__dict__.get("_has_labels_seen", sentinel)
-    saved_eval_dl = getattr(handler, "eval_dataloader", sentinel)
-    handler.on_prediction_step = lambda args, state, control, **kw: control  # no progress bar, no user callbacks
-    user_metrics = trainer.__dict__.get("compute_metrics", sentinel)
-    if trainer.compute_metrics is not None:
-        trainer.compute_metrics = _TaggedMetrics(trainer.compute_metrics)
-    try:
-        with preserved_rng():
-            output = trainer.evaluation_loop([batch], "Evaluation", metric_key_prefix=prefix)
-        return output.metrics
-    except _MetricsFailed as e:  # e.g. a metric that needs both classes: the full evaluation decides
-        cause = e.__cause__
-        warnings.warn(f"compute_metrics could not run on one {prefix} batch before training "
-                      f"({type(cause).__name__}: {cause}); it will first run at the first evaluation.", stacklevel=3)
-        return None
-    finally:
-        if user_metrics is sentinel:
-            trainer.__dict__.pop("compute_metrics", None)
-        else:
-            trainer.compute_metrics = user_metrics
-        del handler.on_prediction_step
-        if saved_eval_dl is not sentinel:
-            handler.eval_dataloader = saved_eval_dl
-        if saved_seen is sentinel:
-            trainer.__dict__.pop("_has_labels_seen", None)
-        else:
-            trainer._has_labels_seen = saved_seen
-        model.train(was_training)
-
-
-class _MetricsFailed(Exception):
-    pass
-
-
-class _TaggedMetrics:
-    """compute_metrics, with its own failures (other than trainwright errors) told apart from the model's."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args, **kwargs):
-        try:
-            return self.fn(*args, **kwargs)
-        except TrainwrightError:
-            raise
-        except Exception as e:
-            raise _MetricsFailed() from e
 
 
 # ================================================================================================ RNG
