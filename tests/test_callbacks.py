@@ -1,11 +1,15 @@
 """Callbacks written for transformers.Trainer run unchanged; events fire in HF's order; TrainerControl
-flags are obeyed; add/pop/remove."""
+flags are obeyed; add/pop/remove; callback states are saved and restored across a resume as in transformers."""
+import json
+import logging
+
 import pytest
 import torch
 from transformers import TrainerCallback as HFTrainerCallback
 
 from conftest import accuracy_metrics
-from trainwright import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+from trainwright import (EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback,
+                         TrainingArguments)
 
 
 def _args(tmp_path, **kw):
@@ -136,3 +140,76 @@ def test_add_pop_remove_callback(tmp_path, tokenizer, make_tiny_model):
     assert isinstance(popped, PrinterCallback)
     t.add_callback(ProgressCallback())
     assert "ProgressCallback" in names()
+
+
+# ====================================================================== callback states across a resume (as transformers)
+def _es_args(tmp_path, **kw):
+    # a learning rate of 0: every evaluation has the same loss, so the counter goes up by one each time
+    return _args(tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                 metric_for_best_model="loss", learning_rate=0.0, optim="sgd", **kw)
+
+
+def _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, callbacks, **kw):
+    train, dev = sst2_small
+    return Trainer(make_tiny_model(), _es_args(tmp_path, **kw), train_dataset=train.select(range(64)),
+                   eval_dataset=dev.select(range(16)), processing_class=tokenizer, callbacks=callbacks)
+
+
+def test_transformers_early_stopping_state_is_saved_and_restored_only_when_asked(tmp_path, tokenizer,
+                                                                               make_tiny_model, sst2_small, caplog):
+    from transformers import EarlyStoppingCallback as HFEarlyStopping
+    first = HFEarlyStopping(early_stopping_patience=100)
+    _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, [first]).train()
+    assert first.early_stopping_patience_counter == 2  # evaluations at steps 2, 4, 6
+    saved = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["EarlyStoppingCallback"] == {
+        "args": {"early_stopping_patience": 100, "early_stopping_threshold": 0.0},
+        "attributes": {"early_stopping_patience_counter": 1}}
+    assert set(saved["TrainerControl"]["args"]) == {"should_training_stop", "should_epoch_stop", "should_save",
+                                                     "should_evaluate", "should_log"}
+
+    # restore_callback_states_from_checkpoint=True: a new instance from the saved args and counter replaces it
+    mine = HFEarlyStopping(early_stopping_patience=7)
+    trainer = _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, [mine],
+                          restore_callback_states_from_checkpoint=True)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    restored = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HFEarlyStopping)]
+    assert len(restored) == 1 and restored[0] is not mine
+    assert restored[0].early_stopping_patience == 100 and restored[0].early_stopping_patience_counter == 2
+    assert mine.early_stopping_patience_counter == 0
+
+    # the default (False): the callback as given, counting from 0
+    mine = HFEarlyStopping(early_stopping_patience=7)
+    trainer = _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, [mine])
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert mine in trainer.callback_handler.callbacks and mine.early_stopping_patience == 7
+    assert mine.early_stopping_patience_counter == 1  # one evaluation (step 6) after the resume, no improvement
+
+    # a saved stateful callback that this Trainer does not have: transformers' warning
+    caplog.clear()
+    trainer = _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, [],
+                          restore_callback_states_from_checkpoint=True)
+    with caplog.at_level(logging.WARNING, logger="trainwright"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert "Checkpoint included callbacks not included in current configuration. Ignoring. (EarlyStoppingCallback)" \
+        in caplog.text
+
+
+def test_several_stateful_callbacks_of_one_class(tmp_path, tokenizer, make_tiny_model, sst2_small, caplog):
+    with caplog.at_level(logging.WARNING, logger="trainwright"):
+        trainer = _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small,
+                              [EarlyStoppingCallback(100), EarlyStoppingCallback(50, 0.5)])
+    assert "but there is already one" in caplog.text and "EarlyStoppingCallback" in caplog.text  # transformers'
+    trainer.train()
+    saved = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert [s["args"] for s in saved["EarlyStoppingCallback"]] == [
+        {"early_stopping_patience": 100, "early_stopping_threshold": 0.0},
+        {"early_stopping_patience": 50, "early_stopping_threshold": 0.5}]
+
+    trainer = _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small,
+                          [EarlyStoppingCallback(1), EarlyStoppingCallback(2)],
+                          restore_callback_states_from_checkpoint=True)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    restored = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)]
+    assert [(cb.early_stopping_patience, cb.early_stopping_threshold) for cb in restored] == [(100, 0.0), (50, 0.5)]
+    assert [cb.early_stopping_patience_counter for cb in restored] == [2, 2]

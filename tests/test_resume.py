@@ -176,13 +176,15 @@ def test_early_stopping_counter_survives_resume(tmp_path, tokenizer, make_tiny_m
     saved = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
     counter = saved["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"]["early_stopping_patience_counter"]
     assert counter == cb.early_stopping_patience_counter
+    # as in transformers, restored with restore_callback_states_from_checkpoint=True (a new instance replaces cb2)
     cb2 = EarlyStoppingCallback(early_stopping_patience=100)
     args2 = _args(tmp_path, eval_strategy="steps", eval_steps=2, save_steps=2, metric_for_best_model="loss",
-                  learning_rate=0.5, optim="sgd", max_steps=6)
+                  learning_rate=0.5, optim="sgd", max_steps=6, restore_callback_states_from_checkpoint=True)
     t2 = Trainer(make_tiny_model(), args2, train_dataset=train.select(range(64)), eval_dataset=dev.select(range(16)),
                  processing_class=tokenizer, callbacks=[cb2])
-    t2.train(resume_from_checkpoint=str(tmp_path / "checkpoint-6"))
-    assert cb2.early_stopping_patience_counter == counter
+    t2.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    restored = next(c for c in t2.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback))
+    assert restored.early_stopping_patience_counter == counter  # counting on as if the run had never stopped
 
 
 def test_early_stopping_stops(tmp_path, tokenizer, make_tiny_model, sst2_small):

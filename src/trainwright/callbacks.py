@@ -8,12 +8,15 @@ A callback written for ``transformers.Trainer`` runs here unchanged: every event
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from .state import TrainerState
+
+logger = logging.getLogger("trainwright")
 
 
 @dataclass
@@ -54,6 +57,52 @@ class ExportableState:
         return instance
 
 
+def is_exportable(obj) -> bool:
+    """Whether ``obj`` keeps state across a resume: trainwright's ``ExportableState`` or ``TrainerControl``, or
+    transformers' ``ExportableState`` (e.g. ``transformers.EarlyStoppingCallback``)."""
+    if isinstance(obj, (ExportableState, TrainerControl)):
+        return True
+    hf = sys.modules.get("transformers.trainer_callback")
+    return hf is not None and isinstance(obj, hf.ExportableState)
+
+
+def export_callback_states(callbacks) -> dict:
+    """``stateful_callbacks`` as transformers writes it in ``trainer_state.json``: per class name, the
+    ``state()`` (constructor args and attributes) of each exportable callback and of the control; a list when
+    there are several of one class."""
+    states: dict[str, list] = {}
+    for cb in callbacks:
+        if is_exportable(cb):
+            states.setdefault(type(cb).__name__, []).append(cb.state())
+    return {k: v[0] if len(v) == 1 else v for k, v in states.items()}
+
+
+def restore_callback_states(handler, control, states: dict):
+    """As transformers: each saved state replaces the callback of its class (several in order) with a new
+    instance built from the saved constructor args, with the saved attributes set; the control flags too
+    (returned). Saved callbacks the handler does not have are named in transformers' warning."""
+    not_found = []
+    for name, saved in (states or {}).items():
+        saved = saved if isinstance(saved, list) else [saved]
+        current = [cb for cb in handler.callbacks + [control] if type(cb).__name__ == name]
+        if not current:
+            not_found.append(name)
+            continue
+        for cb, data in zip(current, saved):
+            restored = type(cb)(**data.get("args", {}))
+            for attribute, value in data.get("attributes", {}).items():
+                setattr(restored, attribute, value)
+            if cb is control:
+                control = restored
+            else:  # in the same place in the list (transformers moves it to the end)
+                handler.callbacks[next(i for i, c in enumerate(handler.callbacks) if c is cb)] = restored
+        logger.info("Continuing training from checkpoint, restoring any callbacks that were passed in")
+    if not_found:
+        logger.warning("Checkpoint included callbacks not included in current configuration. Ignoring. "
+                       f"({', '.join(not_found)})")
+    return control
+
+
 class TrainerCallback:
     def on_init_end(self, args, state, control, **kwargs): pass
     def on_train_begin(self, args, state, control, **kwargs): pass
@@ -90,10 +139,15 @@ class CallbackHandler(TrainerCallback):
     def add_callback(self, callback):
         cb = callback() if isinstance(callback, type) else callback
         cb_class = callback if isinstance(callback, type) else callback.__class__
-        if any(isinstance(c, cb_class) for c in self.callbacks) and cb_class in (
-            DefaultFlowCallback, ProgressCallback, PrinterCallback
-        ):
-            return
+        if cb_class in [c.__class__ for c in self.callbacks]:
+            # transformers' warning; a second flow or progress callback would only repeat the first, so it is
+            # not added (transformers adds it: two progress bars)
+            default = cb_class in (DefaultFlowCallback, ProgressCallback, PrinterCallback)
+            logger.warning(f"You are adding a {cb_class} to the callbacks of this Trainer, but there is already "
+                           f"one.{' It is not added again.' if default else ''} The current list of callbacks is\n:"
+                           + self.callback_list)
+            if default:
+                return
         self.callbacks.append(cb)
 
     def pop_callback(self, callback):
@@ -195,7 +249,20 @@ def _interval_hit(step: int, interval: int) -> bool:
 
 
 class DefaultFlowCallback(TrainerCallback):
-    """Sets should_log / should_evaluate / should_save from the *_strategy arguments (as in HF)."""
+    """Sets should_log / should_evaluate / should_save from the *_strategy arguments, as transformers 5 does:
+    at the last step (``max_steps``), ``eval_strategy="steps"`` evaluates and ``save_strategy="steps"`` saves
+    even when the step is not a multiple of ``eval_steps`` / ``save_steps``; ``"epoch"`` strategies act at the
+    end of the (possibly cut short) epoch. One difference: when a checkpoint was just written at this step (a
+    callback's ``should_save`` before ``should_training_stop``), the epoch end does not write it again."""
+
+    def __init__(self):
+        self._saved_step = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._saved_step = None
+
+    def on_save(self, args, state, control, **kwargs):
+        self._saved_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1 and args.logging_first_step:
@@ -209,7 +276,9 @@ class DefaultFlowCallback(TrainerCallback):
             control.should_save = True
         if state.global_step >= state.max_steps:
             control.should_training_stop = True
-            if args.save_strategy != "no":
+            if args.eval_strategy == "steps" and args.eval_delay <= state.global_step:
+                control.should_evaluate = True  # the last step is evaluated (once) even off the eval_steps grid
+            if args.save_strategy == "steps":
                 control.should_save = True
         return control
 
@@ -218,7 +287,7 @@ class DefaultFlowCallback(TrainerCallback):
             control.should_log = True
         if args.eval_strategy == "epoch" and args.eval_delay <= (state.epoch or 0):
             control.should_evaluate = True
-        if args.save_strategy == "epoch":
+        if args.save_strategy == "epoch" and self._saved_step != state.global_step:
             control.should_save = True
         return control
 
@@ -316,8 +385,9 @@ class PrinterCallback(TrainerCallback):
 
 class EarlyStoppingCallback(TrainerCallback, ExportableState):
     """Stops training when metric_for_best_model has not improved for ``early_stopping_patience``
-    evaluations (an improvement must exceed ``early_stopping_threshold``). Its counter is saved in
-    checkpoints, so a resumed run keeps counting."""
+    evaluations (an improvement must exceed ``early_stopping_threshold``). Its arguments and counter are
+    saved in checkpoints (``trainer_state.json``, ``stateful_callbacks``); a resumed run keeps counting with
+    ``restore_callback_states_from_checkpoint=True``, as in transformers."""
 
     def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
         self.early_stopping_patience = early_stopping_patience

@@ -824,6 +824,8 @@ def main(argv=None) -> int:
         # make every step several times slower. Must be set before torch is imported; export it to override.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     start = time.time()
+    from .verbosity import show_info
+    restore_log_level = show_info()  # the training block and notices (INFO); a config's log_level decides
     try:
         if args.command == "train":
             cfg = load_config(args.config, args.overrides)
@@ -846,6 +848,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"trainwright {args.command}: interrupted after {time.time() - start:.0f}s.", file=sys.stderr)
         return 130
+    finally:
+        restore_log_level()
     return 0
 
 

@@ -24,8 +24,8 @@ import torch
 
 from .args import TrainingArguments
 from .args_compat import is_transformers_args
-from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
-                        ProgressCallback, TrainerCallback, TrainerControl)
+from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback,
+                        TrainerCallback, TrainerControl, export_callback_states, restore_callback_states)
 from .data.batch_seeds import with_batch_seeds
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import (check_not_column_dict, default_label_names, dropped_columns, has_length,
@@ -102,7 +102,12 @@ class Trainer(HubMixin):
         set_seed(args.seed, deterministic=args.full_determinism)
 
         self.device = args.device
+        from .memory_metrics import MemoryTracker
+        self._memory_tracker = MemoryTracker(not args.skip_memory_metrics, self.device)
+        self._memory_tracker.start("init")
         self.dist = Distributed(args, self.device)
+        from .verbosity import apply_log_level
+        apply_log_level(args, logs=self.dist.is_main_process)  # log_level / log_level_replica, as transformers
         self.precision = Precision(args, self.device)
 
         self.model_init = model_init
@@ -133,6 +138,13 @@ class Trainer(HubMixin):
         self.compute_loss_func = compute_loss_func
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
+        self._created_optimizer = self._created_lr_scheduler = False  # made by train(): see train()
+        self._label_smoothing_factor = args.label_smoothing_factor
+        if args.label_smoothing_factor != 0 and \
+                getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
+            warnings.warn("Label smoothing is not compatible with multi-label classification. "
+                          "Disabling label smoothing for this training run.", UserWarning)
+            self._label_smoothing_factor = 0.0
         if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
             raise ConfigError("Pass either optimizers=(optimizer, scheduler) or optimizer_cls_and_kwargs, not both.")
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
@@ -153,6 +165,7 @@ class Trainer(HubMixin):
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         self._signal_received: int | None = None
         self._throughput: _Throughput | None = None  # created by train()
+        self._memory_tracker.stop("init")
 
     # ================================================================== set-up helpers
     def call_model_init(self, trial=None):
@@ -375,12 +388,20 @@ class Trainer(HubMixin):
                 raise CheckpointError(f"resume_from_checkpoint=True but {args.output_dir!r} holds no complete "
                                       "checkpoint-<step> directory. Train from scratch (drop the argument) or point "
                                       "resume_from_checkpoint at a checkpoint directory.")
+        self._memory_tracker.start("train")
         self._check_output_dir()
-        if self.model_init is not None and self.optimizer is None:
+        # a new run, as transformers: model_init makes a new (seeded) model and with it a new optimizer and
+        # scheduler; without model_init the optimizer the last train() made is kept and the scheduler made again
+        if self.model_init is not None and (self.optimizer is None or self._created_optimizer):
             set_seed(args.seed, deterministic=args.full_determinism)
             self.model = self.call_model_init(trial).to(self.device)
+            self.model_wrapped = self.model
             self.callback_handler.model = self.model
+            self.optimizer, self.lr_scheduler = None, None
+        elif self._created_lr_scheduler:
             self.lr_scheduler = None
+        from .special_tokens import align_special_tokens
+        align_special_tokens(self.model, self.processing_class)  # e.g. GPT-2's pad token into its config
 
         train_dataloader = self.get_train_dataloader()
         from .validation import preflight
@@ -413,7 +434,10 @@ class Trainer(HubMixin):
             num_examples = max_steps * args.per_device_train_batch_size * accum * self.dist.world_size
 
         self._set_up_model_for_training()  # before the optimizer: FSDP2 replaces the parameters with sharded ones
+        optimizer_before, scheduler_before = self.optimizer, self.lr_scheduler
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        self._created_optimizer = self._created_optimizer or self.optimizer is not optimizer_before
+        self._created_lr_scheduler = self.lr_scheduler is not scheduler_before
         self.dist.check_optimizer(self.optimizer, self.model)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         self.callback_handler.train_dataloader = train_dataloader
@@ -506,6 +530,7 @@ class Trainer(HubMixin):
         }
         if self.state.skipped_nonfinite_steps:
             metrics["train_skipped_nonfinite_steps"] = self.state.skipped_nonfinite_steps
+        self._memory_tracker.stop("train", metrics)  # skip_memory_metrics=False: train_mem_* (and init_mem_*)
         self.log(metrics)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         self._finish_current_push()  # as transformers: wait for the checkpoint pushes in flight
@@ -613,7 +638,7 @@ class Trainer(HubMixin):
         """The model's loss over this micro-batch; given ``num_items_in_batch`` (the step's loss items), its share
         of the step's mean: ``sum / num_items_in_batch`` (see ``loss_scaling``)."""
         labels = None
-        if (self.args.label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
+        if (self._label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
             labels = inputs["labels"]
             inputs = {k: v for k, v in inputs.items() if k != "labels"}
         passed = num_items_in_batch is not None and model_takes_num_items(unwrap_model(model))
@@ -624,7 +649,7 @@ class Trainer(HubMixin):
             return (loss, outputs) if return_outputs else loss
         shift = shifts_labels(unwrap_model(model))
         if labels is not None:
-            loss = _label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, shift)
+            loss = _label_smoothed_loss(outputs, labels, self._label_smoothing_factor, shift)
         else:
             if isinstance(outputs, Mapping) and outputs.get("loss") is None or \
                     not isinstance(outputs, Mapping) and not isinstance(outputs, (tuple, list)):
@@ -752,18 +777,22 @@ class Trainer(HubMixin):
             for name, ds in eval_dataset.items():
                 results.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return results
+        self._memory_tracker.start("eval")
         dataloader = self.get_eval_dataloader(eval_dataset)
         output = self._run_evaluation(dataloader, "Evaluation", ignore_keys, metric_key_prefix,
                                       prediction_loss_only=True if self.compute_metrics is None else None)
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop("eval", output.metrics)  # returned, not logged (as transformers)
         return output.metrics
 
     def predict(self, test_dataset, ignore_keys: list[str] | None = None,
                 metric_key_prefix: str = "test") -> PredictionOutput:
+        self._memory_tracker.start("test")
         dataloader = self.get_test_dataloader(test_dataset)
         output = self._run_evaluation(dataloader, "Prediction", ignore_keys, metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop("test", output.metrics)
         return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
 
     def _run_evaluation(self, dataloader, description: str = "Evaluation", ignore_keys=None,
@@ -779,9 +808,8 @@ class Trainer(HubMixin):
                                           ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         finally:
             self._eval_quiet = previous
-        steps = len(dataloader) if has_length(dataloader) else math.ceil(
-            output.num_samples / max(self.args.per_device_eval_batch_size * self.dist.world_size, 1))
-        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples, steps))
+        output.metrics.update(_speed_metrics(metric_key_prefix, start, output.num_samples,
+                                             self._num_eval_steps(dataloader, output.num_samples)))
         return output
 
     def _compute_metrics(self, eval_prediction: EvalPrediction) -> dict:
@@ -793,6 +821,13 @@ class Trainer(HubMixin):
             from .eval_preflight import MetricsFailed
             raise MetricsFailed(e) from e
         return _check_metrics(result)
+
+    def _num_eval_steps(self, dataloader, num_samples: int) -> int:
+        """Batches run: the dataloader's length or, for an iterable dataset without one (each process runs all
+        of it), its rows over the batch size."""
+        if has_length(dataloader):
+            return len(dataloader)
+        return math.ceil(num_samples / self.args.per_device_eval_batch_size)
 
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
@@ -979,12 +1014,7 @@ class Trainer(HubMixin):
             self._push_from_checkpoint(path)  # hub.py: a background push, per hub_strategy
 
     def _callback_states(self) -> dict:
-        states = {}
-        for cb in self.callback_handler.callbacks + [self.control]:
-            if isinstance(cb, (ExportableState, TrainerControl)):
-                name = type(cb).__name__
-                states.setdefault(name, []).append(cb.state())
-        return {k: v[0] if len(v) == 1 else v for k, v in states.items()}
+        return export_callback_states(self.callback_handler.callbacks + [self.control])
 
     def _load_from_checkpoint(self, path: str, max_steps: int, fall_back: bool = False) -> str:
         """Restore everything from ``path`` (trainwright's or transformers.Trainer's format, see resume.py);
@@ -1010,12 +1040,8 @@ class Trainer(HubMixin):
         return path
 
     def _restore_callback_states(self, states: dict):
-        for cb in self.callback_handler.callbacks:
-            if isinstance(cb, ExportableState) and type(cb).__name__ in states:
-                saved = states[type(cb).__name__]
-                saved = saved[0] if isinstance(saved, list) else saved
-                for k, v in saved.get("attributes", {}).items():
-                    setattr(cb, k, v)
+        if self.args.restore_callback_states_from_checkpoint:  # as transformers: only when asked
+            self.control = restore_callback_states(self.callback_handler, self.control, states)
 
     def _load_best_model(self):
         from .checkpoint import load_model_weights
@@ -1107,7 +1133,8 @@ class Trainer(HubMixin):
                  + (f", {'bf16' if args.bf16 else 'fp16'} autocast" if args.bf16 or args.fp16 else "")]
         if resumed:
             lines.append(f"  Resuming from {resumed} at step {self.state.global_step}")
-        print("\n".join(lines), file=sys.stderr, flush=True)
+        for line in lines:  # as transformers: INFO records, shown with log_level="info"
+            logger.info(line)
 
     def _sampling_description(self, sampler) -> str:
         """The train sampler's order in words (an iterable dataset has no sampler: its own order)."""

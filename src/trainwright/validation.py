@@ -268,6 +268,8 @@ def check_labels(model, labels: _Labels, where: str, column: str) -> None:
     if labels.dtype == "str":
         raise DataError(_string_label_message(where, column, labels.examples, model))
     if task == "sequence" and isinstance(n, int):
+        if labels.per_row == "list" and labels.widths == (1, 1) and problem != "multi_label_classification":
+            labels.per_row = "scalar"  # one-element lists ([1], as CSV loaders make): the model's loss flattens them
         if labels.per_row == "scalar":
             if labels.dtype == "float" and n > 1:
                 raise ModelError(

@@ -17,7 +17,8 @@ def main():
     train_only = "--train-only" in sys.argv
     from trainwright import Trainer
     tok = common.tokenizer()
-    args = common.train_args(os.path.join(out, "ddp"), save_strategy="steps", save_steps=common.STOP_AT)
+    args = common.train_args(os.path.join(out, "ddp"), save_strategy="steps", save_steps=common.STOP_AT,
+                             log_level="info")  # the training block: shown once, by rank 0 (replicas: warning)
     trainer = Trainer(common.make_model(tok), args, train_dataset=common.train_data(tok), processing_class=tok)
     trainer.train()
     trainer.save_model()
