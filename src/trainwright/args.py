@@ -191,6 +191,7 @@ class TrainingArguments:
     max_consecutive_nonfinite_steps: int = 10
     on_save_error: str = "continue"
     write_report: bool = True
+    chunked_cross_entropy: bool | int = False  # causal LMs: loss without the logits tensor (True, or tokens per chunk)
     # --- accepted only at their defaults (see UNSUPPORTED)
     deepspeed: Any = None
     push_to_hub: bool = False

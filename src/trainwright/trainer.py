@@ -32,7 +32,9 @@ from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, 
                             collator_padding, dataset_lengths, is_row_preserving,
                             restore_order)
 from .distributed import Distributed, unwrap_model
+from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
+from .memory import prepare_model_for_training
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .state import TrainerState
@@ -578,6 +580,8 @@ class Trainer:
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """The model's mean loss over this micro-batch, rescaled to ``sum / num_items_in_batch`` when
         ``num_items_in_batch`` (the accumulated batch's label count) is given."""
+        if uses_chunked_loss(self, model, inputs):  # causal LM, training step: no logits tensor (chunked_loss.py)
+            return compute_chunked_loss(self, model, inputs, return_outputs, num_items_in_batch)
         labels = None
         if (self.args.label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
             labels = inputs["labels"]
@@ -618,8 +622,7 @@ class Trainer:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "use_cache"):
             config.use_cache = args.use_cache  # a KV cache in training wastes memory and breaks packing masks
-        if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        prepare_model_for_training(self, model)  # activation checkpointing; chunked-loss checks (memory.py)
         wrapped = self.dist.wrap_model(model)
         self.precision.scaler = self.dist.adapt_grad_scaler(self.precision.scaler)  # fp16 + FSDP2: agreed inf checks
         if args.torch_compile:
