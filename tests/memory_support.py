@@ -52,18 +52,33 @@ def shakespeare_lm_dataset(tokenizer, n: int = 64, max_length: int = 48):
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
 
 
-def saved_tensor_bytes(fn, exclude=()):
-    """(bytes of the distinct storages autograd saves for backward while ``fn`` runs, fn's result). Tensors
-    sharing a storage with ``exclude`` (the parameters, an input the caller keeps anyway) are not counted."""
+def saved_tensor_bytes(fn, exclude=(), layers=()):
+    """(bytes of the distinct storages kept for the backward pass while ``fn`` runs, fn's result): the tensors
+    autograd saves, plus the hidden-state input of each module in ``layers`` (what activation checkpointing
+    keeps to recompute a layer; without checkpointing the layer's first op saves it anyway, counted once).
+    Storages shared with ``exclude`` (the parameters, an input the caller keeps anyway) are not counted."""
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, int] = {}
 
-    def pack(t):
+    def count(t):
         storage = t.untyped_storage()
         if storage.data_ptr() not in skip:
             seen[storage.data_ptr()] = storage.nbytes()
+
+    def pack(t):
+        count(t)
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
+    def layer_input(module, args, kwargs):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(hidden, torch.Tensor):
+            count(hidden)
+
+    handles = [m.register_forward_pre_hook(layer_input, with_kwargs=True) for m in layers]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn()
+    finally:
+        for h in handles:
+            h.remove()
     return sum(seen.values()), out

@@ -38,7 +38,6 @@ UNSUPPORTED = {
     "hub_revision": "trainwright does not push to the Hub",
     "use_liger_kernel": "Liger kernels are not integrated",
     "liger_kernel_config": "Liger kernels are not integrated",
-    "neftune_noise_alpha": "NEFTune noise is not implemented",
     "auto_find_batch_size": "automatic batch-size search is not implemented; set per_device_train_batch_size",
     "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
     "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",

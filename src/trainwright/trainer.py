@@ -35,6 +35,7 @@ from .distributed import Distributed, unwrap_model
 from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .memory import prepare_model_for_training
+from .neftune import neftune_callbacks
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
 from .state import TrainerState
@@ -137,6 +138,7 @@ class Trainer:
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
         default_callbacks = [DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(args.report_to)
         default_callbacks.append(PrinterCallback if args.disable_tqdm else ProgressCallback)
+        default_callbacks += neftune_callbacks(args)  # NEFTune noise while training (neftune.py)
         self.callback_handler = CallbackHandler(default_callbacks + list(callbacks or []), self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
