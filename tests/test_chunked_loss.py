@@ -245,3 +245,39 @@ def test_chunked_loss_with_a_lora_model(tmp_path):
     assert any("lora_A" in n for n in grads)
     for name in grads:
         close(grads[name], plain_grads[name])
+
+
+@pytest.mark.slow
+def test_chunked_loss_under_ddp_and_fsdp2_reaches_the_single_process_weights(tmp_path):
+    """torchrun, 2 ranks x 4 rows with chunked_cross_entropy (DDP: Llama; FSDP2: GPT-2 with its tied head) against
+    one process with batch 8 and the plain loss."""
+    from safetensors.torch import load_file
+    test_distributed = pytest.importorskip("test_distributed")
+    if not test_distributed.TORCHRUN.exists() or not torch.distributed.is_available():
+        pytest.skip("needs torch.distributed and torchrun")
+    import chunked_checks as script
+    launch = test_distributed.Launch("chunked", "chunked_checks.py", tmp_path, log_dir=tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same matmuls
+    try:
+        reference = {}
+        for mode, arch in (("ddp", "llama"), ("fsdp", "gpt2")):
+            trainer = Trainer(model=script.model(arch), args=script.args(str(tmp_path / f"single_{mode}"),
+                                                                         per_device_train_batch_size=8),
+                              train_dataset=script.data())
+            trainer.train()
+            reference[mode] = ({k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+                               [h["loss"] for h in trainer.state.log_history if "loss" in h])
+    finally:
+        torch.set_num_threads(threads)
+    launch.wait()
+    launch.check()
+    import json
+    for mode in ("ddp", "fsdp"):
+        saved = load_file(str(tmp_path / mode / "model.safetensors"))
+        logs = json.loads((tmp_path / mode / "logs.json").read_text())
+        assert logs["wrapped"] == ("DistributedDataParallel" if mode == "ddp" else "FSDPGPT2LMHeadModel")
+        state, losses = reference[mode]
+        assert [loss for _, loss in logs["logs"]] == pytest.approx(losses, abs=2e-4)
+        for name, tensor in saved.items():
+            close(tensor, state[name], tol=2e-5)
