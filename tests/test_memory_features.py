@@ -185,7 +185,7 @@ def test_checkpointing_keeps_less_for_backward_with_the_same_gradients(reentrant
     kept0, loss0, grads0 = _kept_and_grads(copy.deepcopy(model), tmp_path, inputs)
     kept1, loss1, grads1 = _kept_and_grads(model, tmp_path, inputs, activation_checkpointing=True,
                                            activation_checkpointing_kwargs={"use_reentrant": reentrant})
-    assert kept1 < kept0 / 2  # measured: about 1/4 (layer inputs are kept, their insides recomputed)
+    assert kept1 < kept0 / 2  # measured: 13% (the layer inputs are kept, their insides recomputed)
     torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-5)
     assert grads1.keys() == grads0.keys()
     for name in grads0:

@@ -125,6 +125,7 @@ def _compute_dtype(device, weight):
     return weight.dtype
 
 
+@torch.compiler.disable  # under torch_compile: the chunk loop runs eagerly (a graph break at the head)
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              targets: torch.Tensor, chunk_size: int, label_smoothing: float = 0.0) -> torch.Tensor:
     """Summed cross-entropy of ``hidden @ weight.T + bias`` against ``targets`` (``-100`` ignored), chunked.
