@@ -25,6 +25,7 @@ import torch
 from .args import TrainingArguments
 from .callbacks import (CallbackHandler, DefaultFlowCallback, ExportableState, PrinterCallback,
                         ProgressCallback, TrainerCallback, TrainerControl)
+from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import (default_label_names, dropped_columns, has_length, is_iterable_dataset,
                            prepare_columns)
@@ -32,7 +33,6 @@ from .data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, 
                             collator_padding, dataset_lengths, is_row_preserving,
                             restore_order)
 from .distributed import Distributed, unwrap_model
-from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFiniteLossError
 from .memory import prepare_model_for_training
 from .neftune import neftune_callbacks
