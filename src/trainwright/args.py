@@ -51,7 +51,6 @@ UNSUPPORTED = {
     "deepspeed": "DeepSpeed is not used; for sharding use fsdp='full_shard' (FSDP2) under torchrun",
     "use_liger_kernel": "Liger kernels are not integrated",
     "liger_kernel_config": "Liger kernels are not integrated",
-    "neftune_noise_alpha": "NEFTune noise is not implemented",
     "auto_find_batch_size": "automatic batch-size search is not implemented; set per_device_train_batch_size",
     "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
     "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",
@@ -162,7 +161,7 @@ class TrainingArguments(ProcessView, Setters):
     use_liger_kernel: bool = _arg(False, "Not supported (Liger kernels).")
     liger_kernel_config: dict[str, bool] | None = _arg(None, "Not supported (Liger kernels).")
     use_cache: bool = _arg(False, "Value of model.config.use_cache while training.")
-    neftune_noise_alpha: float | None = _arg(None, "Not supported (NEFTune).")
+    neftune_noise_alpha: float | None = _arg(None, "NEFTune: noise of this scale on the input embeddings while training.")
     torch_empty_cache_steps: int | None = _arg(None, "Empty the device cache every N steps.")
     auto_find_batch_size: bool = _arg(False, "Not supported (automatic batch-size search).")
     # --- logging
@@ -264,6 +263,10 @@ class TrainingArguments(ProcessView, Setters):
     on_save_error: str = _arg("continue", "trainwright: what a failed checkpoint write does: continue or stop.",
                               choices=["continue", "stop"])
     write_report: bool = _arg(True, "trainwright: write report.html at the end of train().")
+    # True / False / tokens per chunk; annotated str for HfArgumentParser ("true", "false", "1024"), read by _validate
+    chunked_cross_entropy: str | None = _arg(
+        False, "trainwright: causal-LM loss without the logits tensor: true (automatic chunk size), false, or "
+               "a number of tokens per chunk.")
 
     # read by transformers' example Trainer subclasses (trainer_qa.py); trainwright has one evaluation loop
     use_legacy_prediction_loop = False
@@ -347,6 +350,7 @@ class TrainingArguments(ProcessView, Setters):
         self.logging_strategy = _choice("logging_strategy", self.logging_strategy, STRATEGIES)
         self.save_strategy = _choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)
         self.hub_strategy = _choice("hub_strategy", self.hub_strategy, HUB_STRATEGIES)
+        self.chunked_cross_entropy = _chunk_setting(self.chunked_cross_entropy)
         if self.hub_token == "<HUB_TOKEN>":  # the masked value to_dict() writes: no token
             self.hub_token = None
         self.optim = _choice("optim", self.optim, OPTIMIZERS)
@@ -500,6 +504,21 @@ def _jsonable(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
+
+
+def _chunk_setting(value):
+    """chunked_cross_entropy from Python (True/False/int) or text ("true", "false", "1024")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "auto"):
+            return True
+        if text in ("false", "no", "none", ""):
+            return False
+        if text.isdigit():
+            return int(text)
+        raise ConfigError(f"chunked_cross_entropy={value!r} must be true (automatic chunk size), false, or a "
+                          "positive number of tokens per chunk (e.g. 1024).")
+    return False if value is None else value
 
 
 def _choice(name: str, value, valid: tuple) -> str:

@@ -26,6 +26,7 @@ from .args import TrainingArguments
 from .args_compat import is_transformers_args
 from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback,
                         TrainerCallback, TrainerControl, export_callback_states, restore_callback_states)
+from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .data.batch_seeds import with_batch_seeds
 from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import (check_not_column_dict, default_label_names, dropped_columns, has_length,
@@ -38,6 +39,8 @@ from .errors import CheckpointError, ConfigError, DataError, ModelError, NonFini
 from .hub import HubMixin
 from .loss_scaling import (count_items, model_takes_num_items, rows as _batch_size, shifts_labels,
                            takes_num_items, user_loss_is_normalised, weighted, zero_loss)
+from .memory import prepare_model_for_training
+from .neftune import neftune_callbacks
 from .optim import steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
@@ -156,6 +159,7 @@ class Trainer(HubMixin):
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
         default_callbacks = [DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(args.report_to)
         default_callbacks.append(PrinterCallback if args.disable_tqdm else ProgressCallback)
+        default_callbacks += neftune_callbacks(args)  # NEFTune noise while training (neftune.py)
         self.callback_handler = CallbackHandler(default_callbacks + list(callbacks or []), self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
@@ -637,6 +641,9 @@ class Trainer(HubMixin):
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """The model's loss over this micro-batch; given ``num_items_in_batch`` (the step's loss items), its share
         of the step's mean: ``sum / num_items_in_batch`` (see ``loss_scaling``)."""
+        if uses_chunked_loss(self, model, inputs):  # causal LM, training step: no logits tensor (chunked_loss.py)
+            self._normalised_by_base = num_items_in_batch is not None
+            return compute_chunked_loss(self, model, inputs, return_outputs, num_items_in_batch)
         labels = None
         if (self._label_smoothing_factor > 0 or self.compute_loss_func is not None) and "labels" in inputs:
             labels = inputs["labels"]
@@ -680,8 +687,7 @@ class Trainer(HubMixin):
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "use_cache"):
             config.use_cache = args.use_cache  # a KV cache in training wastes memory and breaks packing masks
-        if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        prepare_model_for_training(self, model)  # activation checkpointing; chunked-loss checks (memory.py)
         wrapped = self.dist.wrap_model(model)
         self.precision.scaler = self.dist.adapt_grad_scaler(self.precision.scaler)  # fp16 + FSDP2: agreed inf checks
         if args.torch_compile:
