@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 
-from trainwright import cli  # noqa: E402
+from trainwright.cli import data as cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -14,7 +14,7 @@ import yaml
 
 from cli_support import (in_repo, needs_data, read_csv, read_jsonl, run, save_tiny_bert,  # noqa: F401 (in_repo: a fixture)
                          write_config)
-from trainwright import cli
+from trainwright.cli import data as cli
 from trainwright.errors import ConfigError, DataError
 
 
@@ -95,7 +95,7 @@ def test_tokenization_cache_is_reused(sst2_run, tiny_model, in_repo, capsys, mon
     assert {p.name.split("-")[0] for p in cache_files} >= {"train", "validation"}
     mtimes = {p: p.stat().st_mtime_ns for p in cache_files}
 
-    from trainwright import tasks
+    from trainwright.cli.tasks import base as tasks
     calls = []
     original = tasks.TextClassification.tokenize_function
 
@@ -303,7 +303,7 @@ def test_demo_quick_saves_a_loadable_model(tmp_path, capsys):
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert model.config.label2id == {"negative": 0, "positive": 1}
     AutoTokenizer.from_pretrained(out)
-    from trainwright import demo
+    from trainwright.cli import demo
     _, vocab = demo.read_lexicon()
     assert not set(demo.PROBE_WORDS) & vocab  # the probe words really are unseen
 

@@ -13,7 +13,7 @@ import yaml
 
 from cli_support import (DATA, REPO, in_repo, needs_data, read_csv, read_jsonl, run,  # noqa: F401 (in_repo: a fixture)
                          save_tiny_bert, write_config)
-from trainwright import cli
+from trainwright.cli import data as cli
 from trainwright.errors import ConfigError, DataError
 
 NER_TAGS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -243,7 +243,7 @@ def test_tinyshakespeare_causal_lm_resume_and_generate(in_repo, tmp_path, capsys
 def test_causal_lm_blocks_and_packing(tokenizer):
     """packing: false cuts one token stream into block_size blocks; true packs whole documents into rows whose
     position_ids restart at every document; every document ends with the separator ([SEP] for WordPiece)."""
-    from trainwright.tasks import CausalLM, LabelInfo
+    from trainwright.cli.tasks.base import CausalLM, LabelInfo
     task = CausalLM()
     docs = ["To be, or not to be, that is the question.", "Whether 'tis nobler in the mind to suffer",
             "The slings and arrows of outrageous fortune"]

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import ConfigError, DataError, TrainwrightError
+from ..errors import ConfigError, DataError, TrainwrightError
 
 TOP_KEYS = ("model", "tokenizer", "task", "data", "training", "metrics", "output_dir", "model_config")
 COMMON_DATA_KEYS = (
@@ -559,7 +559,7 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
     """The whole fine-tuning run; returns the evaluation metrics (empty without a validation set)."""
     task = cfg.task
     if resume is True:
-        from .checkpoint import latest_checkpoint
+        from ..checkpoint import latest_checkpoint
         if latest_checkpoint(cfg.output_dir) is None:
             raise ConfigError(f"--resume: {cfg.output_dir} holds no complete checkpoint-<step> directory to resume "
                               "from. Run without --resume, or pass --resume PATH/TO/checkpoint-N.")
@@ -746,7 +746,7 @@ def write_rows(rows: list[dict], output: str) -> None:
 
 # ====================================================================== argparse
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
     parser = argparse.ArgumentParser(
         prog="trainwright",
         description="Fine-tune, evaluate and use transformer models from a YAML config (see docs/cli.md).")
@@ -833,7 +833,7 @@ def main(argv=None) -> int:
         elif args.command == "predict":
             run_predict(load_config(args.config, args.overrides), args.model, args.split, args.output)
         elif args.command == "report":
-            from .report import report_command
+            from ..report import report_command
             return int(report_command(args.run_dirs, args.output) or 0)
         elif args.command == "demo":
             from .demo import run_demo

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 
 # ====================================================================== labels
@@ -86,7 +86,7 @@ class MetricSpec:
 def load_metrics(specs) -> list[MetricSpec]:
     """``metrics:`` from the config: names (``accuracy``), ``glue/mrpc`` or mappings
     ``{name: f1, config: ..., average: macro}``. Unknown names fail here, before any data is loaded."""
-    from . import metrics as metrics_module
+    from ... import metrics as metrics_module
     if specs is None:
         return []
     if isinstance(specs, (str, dict)):
@@ -174,7 +174,7 @@ class Task:
         raise NotImplementedError
 
     def data_collator(self, tokenizer, data: dict):
-        from .data.collator import DataCollatorWithPadding
+        from ...data.collator import DataCollatorWithPadding
         return DataCollatorWithPadding(tokenizer)
 
     # ---------------------------------------------------------------- metrics and predictions
@@ -210,11 +210,11 @@ class Task:
         """Raise ConfigError for a metric this task cannot compute."""
 
     def arguments_class(self):
-        from .args import TrainingArguments
+        from ...args import TrainingArguments
         return TrainingArguments
 
     def trainer_class(self):
-        from .trainer import Trainer
+        from ...trainer import Trainer
         return Trainer
 
     def training_defaults(self, data: dict) -> dict:
@@ -694,7 +694,7 @@ class TokenClassification(Task):
                          max_length=data.get("max_length"))
 
     def tokenize_function(self, tokenizer, data, info, with_labels):
-        from .data.token_classification import tokenize_and_align_labels
+        from ...data.token_classification import tokenize_and_align_labels
         if not getattr(tokenizer, "is_fast", True):
             raise ConfigError("task: token-classification needs a fast tokenizer (tokenizer.json) to align words "
                               "with sub-words.")
@@ -713,7 +713,7 @@ class TokenClassification(Task):
         return tokenize
 
     def data_collator(self, tokenizer, data):
-        from .data.token_classification import DataCollatorForTokenClassification
+        from ...data.token_classification import DataCollatorForTokenClassification
         return DataCollatorForTokenClassification(tokenizer)
 
     # ---------------------------------------------------------------- metrics and predictions
@@ -878,7 +878,7 @@ class CausalLM(Task):
             docs = [d + ([sep] if sep is not None else []) for d in
                     tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if d]  # cut below
             if packing:  # whole documents (longer ones in block_size pieces) packed into rows of block_size tokens
-                from .data.packing import pack_dataset
+                from ...data.packing import pack_dataset
                 pieces = [{"input_ids": d[i:i + block]} for d in docs for i in range(0, len(d), block)]
                 rows = pack_dataset([p for p in pieces if len(p["input_ids"]) >= 2], max_length=block,
                                     strategy="sequential")
@@ -892,12 +892,12 @@ class CausalLM(Task):
 
     def collator(self, tokenizer, data, model=None, predict=False):
         if predict:
-            from .data.collator import DataCollatorWithPadding
+            from ...data.collator import DataCollatorWithPadding
             return DataCollatorWithPadding(tokenizer)
         if data.get("packing"):
-            from .data.packing import DataCollatorForPackedRows
+            from ...data.packing import DataCollatorForPackedRows
             return DataCollatorForPackedRows(pad_token_id=tokenizer.pad_token_id or 0)
-        from .data.language_modeling import DataCollatorForLanguageModeling
+        from ...data.language_modeling import DataCollatorForLanguageModeling
         return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def prepare_tokenizer(self, tokenizer, predict=False):
@@ -917,7 +917,7 @@ class CausalLM(Task):
 
     # ---------------------------------------------------------------- training and predictions
     def arguments_class(self):
-        from .seq2seq import Seq2SeqTrainingArguments
+        from ...seq2seq import Seq2SeqTrainingArguments
         return Seq2SeqTrainingArguments
 
     def trainer_class(self):
@@ -948,8 +948,8 @@ def _causal_lm_trainer():
     """Seq2SeqTrainer (so that predict can generate) whose evaluations also log ``<prefix>_perplexity``."""
     global _CAUSAL_LM_TRAINER
     if _CAUSAL_LM_TRAINER is None:
-        from .metrics import perplexity_from_loss
-        from .seq2seq import Seq2SeqTrainer
+        from ...metrics import perplexity_from_loss
+        from ...seq2seq import Seq2SeqTrainer
 
         class CausalLMTrainer(Seq2SeqTrainer):
             def evaluation_loop(self, *args, **kwargs):
@@ -1066,7 +1066,7 @@ class Seq2Seq(Task):
         return tokenize
 
     def collator(self, tokenizer, data, model=None, predict=False):
-        from .data.seq2seq import DataCollatorForSeq2Seq
+        from ...data.seq2seq import DataCollatorForSeq2Seq
         return DataCollatorForSeq2Seq(tokenizer, model=model)
 
     def data_collator(self, tokenizer, data):
@@ -1081,11 +1081,11 @@ class Seq2Seq(Task):
 
     # ---------------------------------------------------------------- training, metrics and predictions
     def arguments_class(self):
-        from .seq2seq import Seq2SeqTrainingArguments
+        from ...seq2seq import Seq2SeqTrainingArguments
         return Seq2SeqTrainingArguments
 
     def trainer_class(self):
-        from .seq2seq import Seq2SeqTrainer
+        from ...seq2seq import Seq2SeqTrainer
         return Seq2SeqTrainer
 
     def training_defaults(self, data):

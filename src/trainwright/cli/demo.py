@@ -16,7 +16,7 @@ import random
 import sys
 import time
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 POSITIVE, NEGATIVE = "positive", "negative"
 LABELS = [NEGATIVE, POSITIVE]
@@ -110,10 +110,10 @@ def run_demo(output_dir: str = os.path.join("runs", "demo"), epochs: float = 2, 
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from . import metrics as tw_metrics
-    from .args import TrainingArguments
-    from .data.collator import DataCollatorWithPadding
-    from .trainer import Trainer
+    from .. import metrics as tw_metrics
+    from ..args import TrainingArguments
+    from ..data.collator import DataCollatorWithPadding
+    from ..trainer import Trainer
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
