@@ -1,5 +1,6 @@
+"""``python -m trainwright.cli ...`` (e.g. under ``torchrun -m trainwright.cli``)."""
 import sys
 
-from . import main
+from .main import main
 
 sys.exit(main())
