@@ -132,3 +132,32 @@ def test_missing_config_path_is_a_usage_error(capsys):
             run(argv)
         assert e.value.code == 2
         assert "the CONFIG.yaml argument is required" in capsys.readouterr().err
+
+
+def test_library_never_imports_the_cli():
+    """The command line is an application on top of the library: no module outside trainwright/cli imports it."""
+    import ast
+    from pathlib import Path
+
+    import trainwright
+    root = Path(trainwright.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "cli":
+            continue
+        depth = len(rel.parts) - 1  # package depth below trainwright/
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:  # relative: resolve against trainwright/
+                    if node.level - 1 != depth:
+                        continue
+                    module = f"trainwright.{module}" if module else "trainwright"
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == "trainwright.cli" or n.startswith("trainwright.cli.") for n in names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

