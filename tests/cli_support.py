@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 
-from trainwright import cli  # noqa: E402
+from trainwright.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -25,7 +25,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared r
 
 def run(argv, capsys=None) -> tuple[int, str, str]:
     """``trainwright ARGV`` in this process: (exit code, stdout, stderr) (the outputs only with capsys)."""
-    code = cli.main([str(a) for a in argv])
+    code = main([str(a) for a in argv])
     if capsys is None:
         return code, "", ""
     out, err = capsys.readouterr()

