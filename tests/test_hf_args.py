@@ -23,7 +23,8 @@ from conftest import DATA, ROOT, minilm_path
 from trainwright import ConfigError, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
 CLIENTS = Path(__file__).resolve().parent / "client_scripts"
-OURS_ONLY = {"logging_dir", "max_tokens_per_batch", "max_consecutive_nonfinite_steps", "on_save_error", "write_report"}
+OURS_ONLY = {"logging_dir", "max_tokens_per_batch", "max_consecutive_nonfinite_steps", "on_save_error", "write_report",
+             "chunked_cross_entropy"}
 
 
 @dataclass
@@ -114,7 +115,7 @@ SAMPLES = {"lr_scheduler_kwargs": {"num_cycles": 2}, "optim_args": "momentum=0.9
            "fsdp": "full_shard offload", "fsdp_config": {"min_num_params": 10}, "resume_from_checkpoint": "ckpt",
            "max_tokens_per_batch": 512, "generation_max_length": 10, "generation_num_beams": 2,
            "generation_config": "gen_dir", "hub_token": "tok", "hub_model_id": "me/model", "hub_revision": "dev",
-           "hub_private_repo": True}
+           "hub_private_repo": True, "neftune_noise_alpha": 5.0}
 UNSUPPORTED_SAMPLES = {"debug": "underflow_overflow"}
 CLI_UNPARSABLE = {"liger_kernel_config", "parallelism_config"}
 NEEDS_OTHERS = {"dataloader_prefetch_factor": ("4", ["--dataloader_num_workers", "2"])}
@@ -440,8 +441,8 @@ def test_transformers_arguments_are_converted_field_by_field(tmp_path, make_tiny
 
 
 def test_converted_transformers_arguments_still_refuse_unsupported_values(tmp_path, make_tiny_model):
-    hf = transformers.TrainingArguments(str(tmp_path), neftune_noise_alpha=5.0, report_to="none")
-    with pytest.raises(ConfigError, match="neftune_noise_alpha"):
+    hf = transformers.TrainingArguments(str(tmp_path), use_liger_kernel=True, report_to="none")
+    with pytest.raises(ConfigError, match="use_liger_kernel"):
         Trainer(make_tiny_model(), hf)
     hf = transformers.TrainingArguments(str(tmp_path), lr_scheduler_type="cosine", per_device_train_batch_size=3,
                                         report_to="none", optim="adamw_bnb_8bit")

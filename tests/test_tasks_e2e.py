@@ -429,7 +429,7 @@ def test_seq2seq_training_arguments(tmp_path):
     with pytest.raises(ConfigError, match="generation_num_beams"):
         Seq2SeqTrainingArguments(output_dir=str(tmp_path), generation_num_beams=0)
     with pytest.raises(ConfigError, match="not supported"):
-        Seq2SeqTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)
+        Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_liger_kernel=True)
 
 
 def test_seq2seq_generation_config_from_dict_and_path(tokenizer, toy_pairs, tmp_path):

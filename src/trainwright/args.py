@@ -510,15 +510,20 @@ def _chunk_setting(value):
     """chunked_cross_entropy from Python (True/False/int) or text ("true", "false", "1024")."""
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in ("true", "yes", "auto"):
+        if text in ("true", "auto"):
             return True
-        if text in ("false", "no", "none", ""):
+        if text in ("false", "none", ""):
             return False
         if text.isdigit():
-            return int(text)
+            return _chunk_setting(int(text))
         raise ConfigError(f"chunked_cross_entropy={value!r} must be true (automatic chunk size), false, or a "
                           "positive number of tokens per chunk (e.g. 1024).")
-    return False if value is None else value
+    if value is None:
+        return False
+    if isinstance(value, bool) or (isinstance(value, int) and value >= 1):
+        return value
+    raise ConfigError(f"chunked_cross_entropy={value!r} must be true (automatic chunk size), false, or a "
+                      "positive number of tokens per chunk (e.g. 1024).")
 
 
 def _choice(name: str, value, valid: tuple) -> str:
