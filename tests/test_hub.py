@@ -344,3 +344,20 @@ def test_hub_arguments_are_validated_and_the_token_is_masked():
     assert TrainingArguments.from_dict(args.to_dict()).hub_token is None
     with pytest.raises(ConfigError, match="hub_model_id"):
         TrainingArguments("out", push_to_hub_model_id="x")
+
+
+def test_the_push_command_uploads_a_run(tmp_path, hub, make_tiny_model, sst2_small, tokenizer, capsys):
+    """`trainwright push OUTPUT_DIR --repo-id ... --checkpoints last`: the CLI wiring of push_directory."""
+    from trainwright.cli import main
+    out = tmp_path / "run"
+    trainer = make_trainer(out, make_tiny_model, sst2_small, tokenizer)  # push_to_hub off: trained "offline"
+    trainer.train()
+    trainer.save_model()
+    assert main(["push", str(out), "--repo-id", "cli-run", "--checkpoints", "last"]) == 0
+    assert "Pushed" in capsys.readouterr().out
+    got = hub.files("tester/cli-run")
+    local = local_files(out)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert got[name] == local[name], name
+    assert any(p.startswith("last-checkpoint/") for p in got)
+    assert main(["push", str(tmp_path / "missing")]) == 1  # a clear one-line error, not a traceback

@@ -92,6 +92,22 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the split and of training (default: 42)")
 
 
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="push a run's model (and checkpoints) to the Hugging Face Hub",
+                       description="Upload OUTPUT_DIR as the run would have pushed itself with push_to_hub=True "
+                                   "(see docs/sharing.md): for a run trained offline, or after a failed upload.")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="the run's output_dir")
+    p.add_argument("--repo-id", default=None, help="Hub repository (default: the run's hub_model_id, else the "
+                                                   "directory's name)")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in token)")
+    p.add_argument("--private", action="store_true", default=None, help="create the repository as private")
+    p.add_argument("--revision", default=None, help="branch to push to")
+    p.add_argument("--commit-message", default="Upload with trainwright push", help="the commit message")
+    p.add_argument("--checkpoints", choices=("none", "last", "all"), default=None,
+                   help="also push checkpoints: none, last (as last-checkpoint/) or all (default: per the run's "
+                        "hub_strategy)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     parser = argparse.ArgumentParser(
@@ -104,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate_predict(sub)
     _add_other_commands(sub)
+    _add_push(sub)
     return parser
 
 
@@ -154,6 +171,12 @@ def _dispatch(args) -> int:
     elif args.command == "report":
         from ..report import report_command
         return int(report_command(args.run_dirs, args.output) or 0)
+    elif args.command == "push":
+        from ..hub import push_directory
+        pushed = push_directory(args.output_dir, repo_id=args.repo_id, token=args.token, private=args.private,
+                                commit_message=args.commit_message, revision=args.revision,
+                                checkpoints=args.checkpoints)
+        print(f"Pushed {pushed['files']} files to {pushed['url']} ({pushed['commit_url']})", flush=True)
     elif args.command == "demo":
         from .demo import run_demo
         run_demo(output_dir=args.output_dir, epochs=args.epochs, quick=args.quick, seed=args.seed)
