@@ -160,3 +160,18 @@ def test_resumed_run_continues_the_count(tmp_path, tokenizer):
     assert log["num_input_tokens_seen"] == full.state.num_input_tokens_seen
     this_call = full.state.num_input_tokens_seen - first.state.num_input_tokens_seen
     assert log["train_tokens_per_second"] == pytest.approx(this_call / log["train_runtime"], rel=1e-2)
+
+
+def test_report_keeps_the_step_logs_that_carry_train_runtime(tmp_path, tokenizer):
+    """With the option on, training-step logs carry train_runtime (as transformers): the run report still reads
+    them as training logs, and only the last log as the final summary."""
+    from trainwright.report import load_run
+
+    data = _data(tokenizer)
+    args = TrainingArguments(**_common(tmp_path, "all"), write_report=False)
+    trainer = Trainer(_model(tokenizer), args, train_dataset=data, eval_dataset=data.select(range(8)),
+                      processing_class=tokenizer)
+    trainer.train()
+    run = load_run(str(tmp_path))
+    assert [r["step"] for r in run.train_logs] == [2, 4]
+    assert "train_loss" in run.final_log and [r["step"] for r in run.eval_logs] == [3, 4]
