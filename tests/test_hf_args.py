@@ -115,7 +115,8 @@ SAMPLES = {"lr_scheduler_kwargs": {"num_cycles": 2}, "optim_args": "momentum=0.9
            "fsdp": "full_shard offload", "fsdp_config": {"min_num_params": 10}, "resume_from_checkpoint": "ckpt",
            "max_tokens_per_batch": 512, "generation_max_length": 10, "generation_num_beams": 2,
            "generation_config": "gen_dir", "hub_token": "tok", "hub_model_id": "me/model", "hub_revision": "dev",
-           "hub_private_repo": True, "neftune_noise_alpha": 5.0}
+           "hub_private_repo": True, "neftune_noise_alpha": 5.0, "trackio_space_id": "me/space",
+           "trackio_bucket_id": "me/bucket", "trackio_static_space_id": "me/static"}
 UNSUPPORTED_SAMPLES = {"debug": "underflow_overflow"}
 CLI_UNPARSABLE = {"liger_kernel_config", "parallelism_config"}
 NEEDS_OTHERS = {"dataloader_prefetch_factor": ("4", ["--dataloader_num_workers", "2"])}

@@ -1,14 +1,14 @@
-"""Trackers and metrics.jsonl, driven directly with a replayed sequence of Trainer events."""
+"""Trackers and metrics.jsonl, driven directly with a replayed sequence of Trainer events (real training runs
+through each tracker: tests/test_trackers.py)."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -29,6 +29,9 @@ N_STEPS, LOG_EVERY, EVAL_EVERY, STEPS_PER_EPOCH = 20, 5, 10, 10
 class FakeArgs(types.SimpleNamespace):
     def to_dict(self):
         return {k: v for k, v in vars(self).items()}
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def make_args(out, **kw):
@@ -120,16 +123,21 @@ def test_report_to_nothing(value):
 def test_report_to_names_lists_and_all():
     for pkg in ("tensorboard", "mlflow", "wandb"):  # all in the dev extra
         pytest.importorskip(pkg)
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
     assert resolve_report_to("tensorboard") == ["tensorboard"]
     assert resolve_report_to(["mlflow", "tensorboard", "mlflow", "jsonl"]) == ["mlflow", "tensorboard"]
     assert resolve_report_to("tensorboard,wandb") == ["tensorboard", "wandb"]
-    assert resolve_report_to("all") == ["tensorboard", "mlflow", "wandb"]  # all three are in the dev venv
+    assert resolve_report_to("all") == get_available_reporting_integrations()  # transformers' "all"
+    assert {"tensorboard", "mlflow", "wandb"} <= set(resolve_report_to(["all"]))
     (cb,) = get_reporting_callbacks(["tensorboard"])
-    assert type(cb).__name__ == "TensorBoardCallback"
+    from transformers.integrations import TensorBoardCallback as HFTensorBoardCallback
+
+    assert type(cb).__name__ == "TensorBoardCallback" and isinstance(cb, HFTensorBoardCallback)
 
 
 @pytest.mark.parametrize("bad,nearest", [("tensorbord", "tensorboard"), (["wandb", "mlfow"], "mlflow"),
-                                         ("WandB-x", "wandb")])
+                                         ("WandB-x", "wandb"), ("comet", "comet_ml")])
 def test_report_to_unknown_name(bad, nearest):
     with pytest.raises(ConfigError) as e:
         resolve_report_to(bad)
@@ -137,13 +145,20 @@ def test_report_to_unknown_name(bad, nearest):
     wrong = bad if isinstance(bad, str) else bad[1]
     assert repr(wrong) in msg
     assert f'Did you mean report_to="{nearest}"' in msg
-    for name in ("tensorboard", "mlflow", "wandb", "none", "all"):
-        assert repr(name) in msg
+    installed = [n for n in ("mlflow", "tensorboard", "wandb") if importlib.util.find_spec(n)]
+    assert f"Installed here: {', '.join(installed)}." in msg  # the installed trackers, in transformers' order
+    for name in ("tensorboard", "mlflow", "wandb", "comet_ml", "clearml", "trackio", "none", "all"):
+        assert name in msg
 
 
-def test_report_to_transformers_only_integration():
-    with pytest.raises(ConfigError, match="'trackio' is a transformers integration that trainwright does not provide"):
-        resolve_report_to(["tensorboard", "trackio"])
+@pytest.mark.parametrize("name,pip", [("trackio", "pip install trackio"), ("comet_ml", "pip install comet_ml"),
+                                      ("clearml", "pip install clearml")])
+def test_report_to_transformers_integration_not_installed(name, pip):
+    if importlib.util.find_spec(name):
+        pytest.skip(f"{name} is installed here")
+    with pytest.raises(ConfigError) as e:
+        resolve_report_to(["tensorboard", name])
+    assert f'report_to="{name}" needs the {name} package: {pip}' in str(e.value)
 
 
 def test_report_to_wrong_type():
@@ -161,13 +176,21 @@ def test_report_to_missing_package(monkeypatch):
     with pytest.raises(ConfigError) as e:
         get_reporting_callbacks(["tensorboard", "mlflow"])
     assert 'report_to="mlflow" needs the mlflow package: pip install "trainwright[mlflow]"' in str(e.value)
-    # "all" only means the installed ones
-    assert resolve_report_to("all") == ["tensorboard", "wandb"]
+
+
+def test_report_to_mlflow_disabled(monkeypatch):
+    """transformers' DISABLE_MLFLOW_INTEGRATION: "all" leaves MLflow out; naming it is a clear error."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+    assert "mlflow" not in resolve_report_to("all")
+    with pytest.raises(ConfigError, match="DISABLE_MLFLOW_INTEGRATION=TRUE"):
+        resolve_report_to("mlflow")
 
 
 def test_import_is_lazy():
     code = ("import sys, trainwright.loggers, trainwright.report; "
-            "bad = [m for m in ('tensorboard', 'mlflow', 'wandb', 'matplotlib', 'torch.utils.tensorboard') "
+            "bad = [m for m in ('tensorboard', 'mlflow', 'wandb', 'matplotlib', 'torch.utils.tensorboard', "
+            "'transformers.integrations.integration_utils') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -326,145 +349,17 @@ def test_tensorboard_logging_dir(tmp_path):
     assert not (tmp_path / "out" / "runs").exists()
 
 
-# ------------------------------------------------------------------------------------------------
-# MLflow
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_mlflow_params_and_metrics(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "trainwright-test")
-    mlflow = pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
+def test_tensorboard_env_dir_and_trial_names_stay_inside(tmp_path, monkeypatch):
+    """$TENSORBOARD_LOGGING_DIR (transformers' variable) wins over logging_dir; a trial's name nests inside the
+    run's directory and cannot lead out of it."""
+    pytest.importorskip("tensorboard")
+    from trainwright.loggers.tensorboard import TensorBoardCallback
 
-    (cb,) = get_reporting_callbacks("mlflow")
-    args = make_args(tmp_path)
-    state = replay([cb], args)
-    assert mlflow.active_run() is None                       # ended at train end
-    # evaluate() after train(): same run, no new one
-    cb.on_log(args, state, TrainerControl(), logs={"eval_accuracy": 0.8, "epoch": 2.0})
-    assert mlflow.active_run() is None
-
-    client = MlflowClient()
-    exp = client.get_experiment_by_name("trainwright-test")
-    (run,) = client.search_runs([exp.experiment_id])
-    assert run.info.run_name == "replay-run" and run.info.status == "FINISHED"
-    params = run.data.params
-    assert params["learning_rate"] == "5e-05" and params["per_device_train_batch_size"] == "8"
-    assert params["model.class"] == "Linear" and params["model.num_parameters"] == "10"
-    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-
-    assert len(params["fsdp_config.note"]) == MAX_PARAM_VAL_LENGTH and params["fsdp_config.note"].endswith("...")
-
-    def history(key):
-        return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
-
-    assert history("loss") == [(s, train_log(s)["loss"]) for s in (5, 10, 15, 20)]
-    assert history("learning_rate") == [(s, train_log(s)["learning_rate"]) for s in (5, 10, 15, 20)]
-    assert [v for _, v in history("eval_accuracy")] == [0.75, 0.8125, 0.8]
-    assert history("train_runtime") == [(20, 12.5)]
-
-
-# ------------------------------------------------------------------------------------------------
-# Weights & Biases (offline)
-# ------------------------------------------------------------------------------------------------
-def _wandb_records(path):
-    """Records of an offline ``run-*.wandb`` file: a 7-byte ':W&B' header, then LevelDB-log blocks
-    of 32 KiB whose records are (crc32 u32, length u16, type u8) + data; types 1 full, 2 first,
-    3 middle, 4 last. Each assembled record is a ``wandb_internal_pb2.Record`` protobuf."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = open(path, "rb").read()
-    assert data[:4] == b":W&B"
-    pos, block, pending, out = 7, 32768, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pos += 7
-        chunk, pos = data[pos:pos + length], pos + length
-        if kind == 1:
-            out.append(chunk)
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            out.append(pending + chunk)
-    records = []
-    for raw in out:
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        records.append(rec)
-    return records
-
-
-def _complete_wandb_records(path, timeout=60.0):
-    """The records once the file ends with wandb's "exit" record: its writer may still be flushing the file when
-    ``wandb.finish()`` returns (seen once on a loaded machine). A half-written last record counts as not yet."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            records = _wandb_records(path)
-        except Exception:  # a record cut short mid-write
-            records = []
-        if (records and records[-1].WhichOneof("record_type") == "exit") or time.time() > deadline:
-            return records
-        time.sleep(0.2)
-
-
-def _item_key(item):
-    return "/".join(item.nested_key) if item.nested_key else item.key
-
-
-def test_wandb_offline(tmp_path):
-    """wandb keeps process-wide state (its service, settings, the current run) that earlier tests in the
-    same pytest process can leave behind, so the check runs in a fresh interpreter."""
-    pytest.importorskip("wandb")
-    import subprocess
-    import sys
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "trainwright-test",
-           "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
-    code = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); import test_loggers; "
-            "test_loggers._wandb_offline_body(pathlib.Path(sys.argv[2]))")
-    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def _wandb_offline_body(tmp_path):
-    import wandb
-
-    (cb,) = get_reporting_callbacks("wandb")
-    args = make_args(tmp_path / "out")
-    state = replay([cb], args)
-    assert wandb.run is None                                     # finished at train end
-    cb.on_log(args, state, TrainerControl(), logs={"eval_loss": 0.4})  # after finish: warns, no error
-
-    (run_dir,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
-    (run_file,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
-    records = _complete_wandb_records(run_file)
-    history = []
-    for rec in records:
-        if rec.WhichOneof("record_type") == "history":
-            history.append({_item_key(i): json.loads(i.value_json) for i in rec.history.item})
-    losses = [(h["_step"], h["train/loss"]) for h in history if "train/loss" in h]
-    assert losses == [(s, train_log(s)["loss"]) for s in (5, 10, 15, 20)]
-    evals = [(h["_step"], h["eval/accuracy"]) for h in history if "eval/accuracy" in h]
-    assert evals == [(10, 0.75), (20, 0.8125)]
-    assert all(h["train/global_step"] == h["_step"] for h in history)
-
-    summary = {}
-    for rec in records:
-        if rec.WhichOneof("record_type") == "summary":
-            for item in rec.summary.update:
-                summary[_item_key(item)] = json.loads(item.value_json)
-    assert summary["train_runtime"] == 12.5 and summary["train_loss"] == 1.2345
-    assert summary["train/loss"] == train_log(20)["loss"]
-
-    (run_rec,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert run_rec.display_name == "replay-run" and run_rec.project == "trainwright-test"
-    config = {_item_key(i): json.loads(i.value_json) for r in records
-              if r.WhichOneof("record_type") == "config" for i in r.config.update}
-    config.update({_item_key(i): json.loads(i.value_json) for i in run_rec.config.update})
-    assert config["learning_rate"] == 5e-5 and config["model/num_parameters"] == 10
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "env"))
+    replay([TensorBoardCallback()], make_args(tmp_path / "out", logging_dir=str(tmp_path / "tb")), stop=5)
+    assert glob.glob(str(tmp_path / "env" / "events.out.tfevents.*")) and not (tmp_path / "tb").exists()
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR")
+    state = TrainerState(is_hyper_param_search=True, trial_name="../../trial-1")
+    replay([TensorBoardCallback()], make_args(tmp_path / "out"), state=state, stop=5)
+    assert glob.glob(str(tmp_path / "out" / "runs" / "replay-run" / "trial-1" / "events.out.tfevents.*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env", "out"]

@@ -55,9 +55,6 @@ UNSUPPORTED = {
     "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
     "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",
     "parallelism_config": "trainwright does not use accelerate's parallelism config; use fsdp / torchrun",
-    "trackio_space_id": "the trackio tracker is not integrated; use report_to tensorboard, mlflow or wandb",
-    "trackio_bucket_id": "the trackio tracker is not integrated",
-    "trackio_static_space_id": "the trackio tracker is not integrated",
     "eval_use_gather_object": "evaluation gathers tensors only",
     "batch_eval_metrics": "compute_metrics is called once on the whole evaluation set",
     "enable_jit_checkpoint": "use SIGTERM handling, which always writes a checkpoint before exiting",
@@ -181,9 +178,10 @@ class TrainingArguments(ProcessView, Setters):
     report_to: None | str | list[str] = _arg("none", "Trackers: tensorboard, mlflow, wandb, all or none.")
     run_name: str | None = _arg(None, "Run name for the trackers (default: the output directory's name).")
     project: str = _arg("huggingface", "Project name for the trackers that have one.")
-    trackio_space_id: str | None = _arg(None, "Not supported (trackio).")
-    trackio_bucket_id: str | None = _arg(None, "Not supported (trackio).")
-    trackio_static_space_id: str | None | Literal[False] = _arg(None, "Not supported (trackio).")
+    trackio_space_id: str | None = _arg(None, "report_to trackio: Hub Space of the dashboard (local when unset).")
+    trackio_bucket_id: str | None = _arg(None, "report_to trackio: Hub bucket that stores the logs.")
+    trackio_static_space_id: str | None | Literal[False] = _arg(None, "report_to trackio: static Space made after "
+                                                                      "training (False: none).")
     # --- evaluation
     eval_strategy: hf_types.IntervalStrategy | str = _arg("no", "When to evaluate: no, steps or epoch.")
     eval_steps: float | None = _arg(None, "Evaluate every N steps (default: logging_steps).")

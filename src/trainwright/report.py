@@ -121,7 +121,7 @@ def _classify(run: RunData) -> None:
     for rec in run.records:
         if "event" in rec:
             continue
-        if "train_runtime" in rec:
+        if "train_runtime" in rec and "loss" not in rec:  # step logs carry train_runtime too when tokens are counted
             run.final_log = rec
         elif any(k.startswith("eval_") for k in rec):
             run.eval_logs.append(rec)

@@ -47,6 +47,7 @@ from .precision import Precision
 from .run_lock import holds_output_dir_lock
 from .signals import SignalHandlers, restores_signal_handlers
 from .state import TrainerState
+from .tokens_seen import InputTokenCounter, log_fields as tokens_log_fields
 
 logger = logging.getLogger("trainwright")
 
@@ -478,7 +479,9 @@ class Trainer(HubMixin):
         self._nonfinite_run = torch.zeros((), dtype=torch.long, device=self.device)
         self._nonfinite_worst = torch.zeros((), dtype=torch.long, device=self.device)  # longest run so far
         self._grad_norm = None
-        self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device, self.dist)
+        self._throughput = _Throughput(self.state, unwrap_model(self.model), self.device, self.dist,
+                                       InputTokenCounter(args, unwrap_model(self.model), self.processing_class,
+                                                         initial=self.state.num_input_tokens_seen))
         if resume_from_checkpoint is not None:  # the run continues as if it had never stopped
             extra = self._resumed_extra
             self._total_loss.fill_(extra.get("total_loss", 0.0))
@@ -709,11 +712,12 @@ class Trainer(HubMixin):
             self._log_finite.zero_()
             self._log_steps = 0
             self._check_nonfinite()
-            self.log(logs)
+            self.log(logs, self._throughput.start_time)
         elif epoch_end:
             self._check_nonfinite()
         metrics = None
         if self.control.should_evaluate:
+            self._throughput.flush()  # every rank: the evaluation's log has the tokens seen up to this step
             metrics = self._evaluate(ignore_keys_for_eval)
         if args.save_strategy == "best":
             self.control.should_save = metrics is not None and self._last_eval_was_best
@@ -769,6 +773,7 @@ class Trainer(HubMixin):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        logs.update(tokens_log_fields(self.args, self.state, start_time, getattr(self._throughput, "counter", None)))
         output = {**logs, "step": self.state.global_step}
         self.state.log_history.append(output)
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
@@ -1215,12 +1220,15 @@ class Trainer(HubMixin):
         return self.optimizer
 
     def log_metrics(self, split: str, metrics: dict):
+        """Print ``metrics`` as transformers does (rounded floats, runtimes as h:mm:ss.cc, MB, GF): metrics_format.py."""
         if not self.is_world_process_zero():
             return
-        print(f"***** {split} metrics *****")
-        width = max((len(k) for k in metrics), default=0)
-        for key in sorted(metrics):
-            print(f"  {key:<{width}} = {metrics[key]}")
+        from .metrics_format import log_lines
+        print("\n".join(log_lines(split, metrics)))
+
+    def metrics_format(self, metrics: dict) -> dict:
+        from .metrics_format import metrics_format
+        return metrics_format(metrics)
 
     def save_metrics(self, split: str, metrics: dict, combined: bool = True):
         import json
@@ -1248,21 +1256,22 @@ class _EvalLoopOutput:
 
 
 class _Throughput:
-    """samples/s, non-padding tokens/s, tokens seen and MFU, counted on the host from the collated
-    batches (attention masks are still on the CPU then), so nothing waits for the device.
+    """samples/s, non-padding tokens/s, tokens seen (``counter``: tokens_seen.py) and MFU, counted on the host
+    from the collated batches (attention masks are still on the CPU then), so nothing waits for the device.
 
     Under torchrun each rank counts its own rows; ``flush`` (called by every rank together: at logging
     steps, before a checkpoint and at the end of ``train()``) sums the counts over the ranks into the
     state, so ``samples_seen``, ``num_input_tokens_seen``, ``total_flos`` and the logged rates are global
     figures, as in transformers."""
 
-    def __init__(self, state: TrainerState, model, device, dist=None):
+    def __init__(self, state: TrainerState, model, device, dist=None, counter: InputTokenCounter | None = None):
         self.state = state
         self.dist = dist
-        self.last_time = time.time()
+        self.counter = counter
+        self.start_time = self.last_time = time.time()
         self.samples = 0  # global, since the last read (after a flush)
         self.tokens = 0
-        self.pending = [0, 0]  # this rank's rows and tokens not yet flushed into the state
+        self.pending = [0, 0, 0]  # this rank's rows, tokens and tokens seen not yet flushed into the state
         self.n_params = sum(p.numel() for p in model.parameters())
         self.peak = None
         if device.type == "cuda":
@@ -1281,17 +1290,20 @@ class _Throughput:
             tokens = 0
         self.pending[0] += n
         self.pending[1] += tokens
+        if self.counter is not None:
+            self.pending[2] += self.counter.count(batch)
 
     def flush(self):
-        n, tokens = self.pending
+        n, tokens, seen = self.pending
+        seen += self.counter.take_device_count() if self.counter is not None else 0
         if self.dist is not None and self.dist.enabled:  # one small all-reduce (CPU ints on gloo/NCCL device)
-            t = torch.tensor([n, tokens], dtype=torch.float64, device=self.dist.device)
-            n, tokens = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
-        self.pending = [0, 0]
+            t = torch.tensor([n, tokens, seen], dtype=torch.float64, device=self.dist.device)
+            n, tokens, seen = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
+        self.pending = [0, 0, 0]
         self.samples += n
         self.tokens += tokens
         self.state.samples_seen += n
-        self.state.num_input_tokens_seen += tokens
+        self.state.num_input_tokens_seen += seen
         self.state.total_flos += 6.0 * self.n_params * tokens
 
     def read(self) -> dict:
@@ -1299,8 +1311,7 @@ class _Throughput:
         now = time.time()
         elapsed = max(now - self.last_time, 1e-9)
         out = {"samples_per_second": round(self.samples / elapsed, 3),
-               "tokens_per_second": round(self.tokens / elapsed, 1),
-               "num_input_tokens_seen": self.state.num_input_tokens_seen}
+               "tokens_per_second": round(self.tokens / elapsed, 1)}
         if self.peak:
             out["mfu"] = round(6.0 * self.n_params * self.tokens / elapsed / self.peak, 4)
         self.last_time, self.samples, self.tokens = now, 0, 0

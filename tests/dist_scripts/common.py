@@ -56,7 +56,7 @@ def train_args(out, **kw):
     base = dict(output_dir=str(out), per_device_train_batch_size=8, per_device_eval_batch_size=8,
                 max_steps=MAX_STEPS, learning_rate=3e-3, warmup_steps=2, weight_decay=0.01, seed=7,
                 logging_steps=5, save_strategy="no", report_to="none", disable_tqdm=True, write_report=False,
-                dataloader_num_workers=0)
+                dataloader_num_workers=0, include_num_input_tokens_seen="non_padding")  # summed over the ranks
     base.update(kw)
     return TrainingArguments(**base)
 

@@ -1,168 +1,123 @@
-"""MLflow tracker (``report_to="mlflow"``), environment variables as in HF's MLflowCallback.
+"""MLflow (``report_to="mlflow"``): transformers' ``MLflowCallback`` with a local default that works.
 
-* ``MLFLOW_TRACKING_URI``   where runs go (mlflow's own default when unset)
-* ``MLFLOW_EXPERIMENT_NAME`` experiment, created if missing (mlflow's default experiment when unset)
-* ``MLFLOW_RUN_ID``          re-attach to an existing run (e.g. when resuming)
-* ``MLFLOW_NESTED_RUN``      start a nested run inside the active one
-* ``MLFLOW_TAGS``            JSON dict of tags
-* ``MLFLOW_MAX_LOG_PARAMS``  log at most this many params
+transformers' callback does the logging, with its environment variables (``MLFLOW_TRACKING_URI``,
+``MLFLOW_EXPERIMENT_NAME``, ``MLFLOW_RUN_ID``, ``MLFLOW_NESTED_RUN``, ``MLFLOW_TAGS``, ``MLFLOW_FLATTEN_PARAMS``,
+``MLFLOW_MAX_LOG_PARAMS``, ``HF_MLFLOW_LOG_ARTIFACTS``): params are the model config merged with
+``args.to_dict()`` (a value longer than MLflow's limit is left out, as transformers does), metrics every numeric
+log value at ``state.global_step``, the run is named ``args.run_name`` and ended at train end. trainwright adds:
 
-Params: ``args.to_dict()`` (plus model class / parameter counts) flattened with ``.`` between nested
-keys; values longer than mlflow's limit are truncated (ending in ``...``), not dropped. Metrics: every
-numeric log value with ``step=state.global_step``; names keep HF's keys (``loss``, ``eval_loss``).
-The run is ended at train end if this callback started it; logs that arrive later (``evaluate()``
-after ``train()``) still go to the same run.
+* no tracking URI set (neither ``MLFLOW_TRACKING_URI`` nor ``mlflow.set_tracking_uri``): the run goes to
+  ``sqlite:///<output_dir>/mlflow.db`` (MLflow 3 would create ``mlflow.db`` in the current directory).
+  Read it with ``mlflow ui --backend-store-uri sqlite:///<output_dir>/mlflow.db`` or
+  ``MlflowClient("sqlite:///<output_dir>/mlflow.db")``. trainwright sets it with ``mlflow.set_tracking_uri``;
+  a later run in the same process sets its own.
+* a tracking URI naming MLflow's file store (``./mlruns``, ``file:...``), which MLflow 3 refuses unless
+  ``MLFLOW_ALLOW_FILE_STORE=true``, is a ConfigError when the Trainer is built, with the fix, instead of
+  MLflow's traceback at the first step.
+* logs after the run ended (``evaluate()`` after ``train()``) go to that run (transformers' callback would
+  start a new, unnamed run for them); a second ``train()`` starts a new run.
+* a full disk or an I/O error inside MLflow is one warning; training goes on.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import re
 import time
+from urllib.parse import urlparse
 
-from ..callbacks import TrainerCallback
+from transformers.integrations.integration_utils import MLflowCallback as HFMLflowCallback
+
+from ..errors import ConfigError
 from ..safe_fs import disk_errors_degrade
-from .jsonl import _args_dict, _model_info
 
 logger = logging.getLogger(__name__)
-_TRUE = {"1", "ON", "YES", "TRUE"}
+_WHAT = "the MLflow run"
+_set_by_us: str | None = None  # the default URI trainwright last set (a later run replaces it with its own)
 
 
-def flatten_dict(d: dict, parent: str = "", sep: str = ".") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{parent}{sep}{k}" if parent else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flatten_dict(v, key, sep))
-        else:
-            out[key] = v
-    return out
+def default_tracking_uri(output_dir) -> str:
+    return "sqlite:///" + os.path.abspath(os.path.join(os.fspath(output_dir), "mlflow.db"))
 
 
-class MLflowCallback(TrainerCallback):
+def _configured_uri(mlflow) -> str | None:
+    """The tracking URI the user set (environment or ``mlflow.set_tracking_uri``), None when unset or when it
+    is the default trainwright itself set for an earlier run."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None)
+    return None if not uri or uri == _set_by_us else uri
+
+
+def check_tracking_uri(mlflow) -> None:
+    """ConfigError for a file-store URI that this MLflow refuses (MLflow 3 without MLFLOW_ALLOW_FILE_STORE)."""
+    uri = _configured_uri(mlflow)
+    if uri is None:
+        return
+    scheme = urlparse(uri).scheme
+    if scheme not in ("", "file") and not (os.name == "nt" and len(scheme) == 1):
+        return
+    allow = getattr(getattr(mlflow, "environment_variables", None), "MLFLOW_ALLOW_FILE_STORE", None)
+    if allow is None or allow.get():
+        return  # an MLflow that still takes the file store, or the user opted in
+    raise ConfigError(
+        f"report_to='mlflow': the tracking URI {uri!r} (MLFLOW_TRACKING_URI) is MLflow's file store, which "
+        f"mlflow {mlflow.__version__} refuses (\"in maintenance mode\"). Unset MLFLOW_TRACKING_URI to log to "
+        "sqlite:///<output_dir>/mlflow.db (trainwright's default), set it to a database such as "
+        "sqlite:///mlflow.db or a tracking server, or set MLFLOW_ALLOW_FILE_STORE=true to keep the file store."
+    )
+
+
+class MLflowCallback(HFMLflowCallback):
+    """transformers' ``MLflowCallback`` with trainwright's local default URI (see the module docstring)."""
+
     def __init__(self):
-        import mlflow
-        from mlflow.utils import validation
-
-        self._ml_flow = mlflow
-        self._MAX_PARAM_VAL_LENGTH = getattr(validation, "MAX_PARAM_VAL_LENGTH", 250)
-        self._MAX_PARAMS_TAGS_PER_BATCH = getattr(validation, "MAX_PARAMS_TAGS_PER_BATCH", 100)
-        self._MAX_METRICS_PER_BATCH = getattr(validation, "MAX_METRICS_PER_BATCH", 1000)
-        self._MAX_KEY_LENGTH = getattr(validation, "MAX_ENTITY_KEY_LENGTH", 250)
-        self._initialized = False
-        self._auto_end_run = False
-        self._run_id = None
-        self._client = None
-
-    # -- setup -----------------------------------------------------------------------------------
-    def _params(self, args, model) -> dict:
-        params = flatten_dict(_args_dict(args))
-        info = _model_info(model)
-        params.update({f"model.{k}" if k != "model" else "model.class": v for k, v in info.items() if v is not None})
-        out = {}
-        for k, v in params.items():
-            key = re.sub(r"[^0-9A-Za-z_\-\.\ /]", "_", str(k))[: self._MAX_KEY_LENGTH]
-            value = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-            if len(value) > self._MAX_PARAM_VAL_LENGTH:
-                value = value[: self._MAX_PARAM_VAL_LENGTH - 3] + "..."
-            out[key] = value
-        return out
+        super().__init__()
+        check_tracking_uri(self._ml_flow)
+        self._ended_run_id: str | None = None
 
     def setup(self, args, state, model):
-        mlflow = self._ml_flow
-        self._initialized = True
-        if not state.is_world_process_zero:
-            return
-        # MLFLOW_TRACKING_URI is read by mlflow itself on every call (no global set_tracking_uri here,
-        # so a later run in the same process with another MLFLOW_TRACKING_URI goes where it says)
-        experiment = os.getenv("MLFLOW_EXPERIMENT_NAME")
-        nested = os.getenv("MLFLOW_NESTED_RUN", "FALSE").upper() in _TRUE
-        run_id = os.getenv("MLFLOW_RUN_ID")
-        active = mlflow.active_run()
-        if active is None or nested or run_id:
-            if experiment:
-                mlflow.set_experiment(experiment)
-            if run_id:
-                run = mlflow.start_run(run_id=run_id)
-            else:
-                run = mlflow.start_run(run_name=getattr(args, "run_name", None), nested=nested)
-            self._auto_end_run = True
-        else:
-            run = active
-        self._run_id = run.info.run_id
-        self._client = mlflow.tracking.MlflowClient()  # same tracking URI as the fluent run
+        global _set_by_us
+        if state.is_world_process_zero:
+            check_tracking_uri(self._ml_flow)
+            if _configured_uri(self._ml_flow) is None:
+                uri = default_tracking_uri(args.output_dir)
+                os.makedirs(os.path.dirname(uri[len("sqlite:///"):]), exist_ok=True)
+                self._ml_flow.set_tracking_uri(uri)  # also sets MLFLOW_TRACKING_URI, as mlflow does
+                _set_by_us = uri
+        self._ended_run_id = None
+        super().setup(args, state, model)
 
-        params = self._params(args, model)
-        if run_id:  # re-attached run: params are immutable in mlflow, only add new ones
-            try:
-                existing = self._client.get_run(self._run_id).data.params
-                params = {k: v for k, v in params.items() if k not in existing}
-            except Exception:
-                pass
-        items = list(params.items())
-        max_params = os.getenv("MLFLOW_MAX_LOG_PARAMS")
-        if max_params and max_params.isdigit():
-            items = items[: int(max_params)]
-        from mlflow.entities import Param, RunTag
-
-        for i in range(0, len(items), self._MAX_PARAMS_TAGS_PER_BATCH):
-            batch = items[i : i + self._MAX_PARAMS_TAGS_PER_BATCH]
-            self._client.log_batch(self._run_id, params=[Param(k, v) for k, v in batch])
-        tags = os.getenv("MLFLOW_TAGS")
-        if tags:
-            self._client.log_batch(
-                self._run_id, tags=[RunTag(str(k), str(v)) for k, v in json.loads(tags).items()]
-            )
-
-    # -- events ----------------------------------------------------------------------------------
-    @disk_errors_degrade("the MLflow run")
+    @disk_errors_degrade(_WHAT)
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not self._initialized:
-            self.setup(args, state, model)
+        if self._ended_run_id is not None:  # a second train(): a new run, as the first
+            self._initialized = False
+        super().on_train_begin(args, state, control, model=model, **kwargs)
 
-    @disk_errors_degrade("the MLflow run")
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
-        if not self._initialized:
-            self.setup(args, state, model)
-        if not state.is_world_process_zero or not logs or self._run_id is None:
-            return
+    @disk_errors_degrade(_WHAT)
+    def on_log(self, args, state, control, logs, model=None, **kwargs):
+        if self._ended_run_id is None or self._ml_flow.active_run() is not None or not state.is_world_process_zero:
+            return super().on_log(args, state, control, logs, model=model, **kwargs)
+        # the run this callback ended at train end: log there instead of starting a new one
+        from mlflow import MlflowClient
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = []
-        for k, v in logs.items():
-            if hasattr(v, "item") and callable(v.item):
-                try:
-                    v = v.item()
-                except Exception:
-                    continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            key = re.sub(r"[^0-9A-Za-z_\-\.\ :/]", "_", k)[: self._MAX_KEY_LENGTH]
-            metrics.append(Metric(key, float(v), now, int(state.global_step)))
-        for i in range(0, len(metrics), self._MAX_METRICS_PER_BATCH):
-            try:
-                self._client.log_batch(self._run_id, metrics=metrics[i : i + self._MAX_METRICS_PER_BATCH])
-            except Exception as e:
-                # e.g. a non-finite value some backends refuse: retry with finite values only
-                finite = [m for m in metrics[i : i + self._MAX_METRICS_PER_BATCH] if math.isfinite(m.value)]
-                logger.warning("MLflow: log_batch failed (%r); retrying with finite values only", e)
-                self._client.log_batch(self._run_id, metrics=finite)
+        for k, v in (logs or {}).items():
+            if hasattr(v, "item") and getattr(v, "numel", lambda: 1)() == 1:
+                v = v.item()
+            if isinstance(v, (int, float)):
+                metrics.append(Metric(re.sub(r"[^0-9A-Za-z_\-\.\ :/]", "_", k), float(v), now, state.global_step))
+        if metrics:
+            MlflowClient().log_batch(self._ended_run_id, metrics=metrics)
 
-    @disk_errors_degrade("the MLflow run")
+    @disk_errors_degrade(_WHAT)
     def on_train_end(self, args, state, control, **kwargs):
-        if self._initialized and state.is_world_process_zero and self._auto_end_run:
-            active = self._ml_flow.active_run()
-            if active is not None and active.info.run_id == self._run_id:
-                self._ml_flow.end_run()
-            self._auto_end_run = False
+        active = self._ml_flow.active_run() if self._initialized and state.is_world_process_zero else None
+        ended = active.info.run_id if active is not None and self._auto_end_run else None
+        super().on_train_end(args, state, control, **kwargs)
+        if ended is not None and self._ml_flow.active_run() is None:
+            self._ended_run_id = ended
 
-    def __del__(self):
-        try:
-            if self._auto_end_run and self._ml_flow.active_run() is not None:
-                self._ml_flow.end_run()
-        except Exception:
-            pass
-
+    @disk_errors_degrade(_WHAT)
+    def on_save(self, args, state, control, **kwargs):
+        super().on_save(args, state, control, **kwargs)

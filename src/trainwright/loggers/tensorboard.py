@@ -1,16 +1,22 @@
-"""TensorBoard tracker (``report_to="tensorboard"``), same tags as HF's TensorBoardCallback.
+"""TensorBoard (``report_to="tensorboard"``): transformers' ``TensorBoardCallback`` with three additions.
 
-Event files go to ``args.logging_dir`` when set, else ``$TENSORBOARD_LOGGING_DIR``, else
-``<output_dir>/runs/<run_name>`` (``<timestamp>_<hostname>`` when there is no run name). The run name (and a
-hyper-parameter trial's name) is a path inside ``<output_dir>/runs``: ``group/run`` nests as in transformers, but
-``..`` parts and a leading ``/`` are dropped, so no name leads out; only an explicit ``logging_dir`` puts the files
-elsewhere. A full disk or an I/O error while writing events is one warning; training goes on.
-Scalars: ``loss`` -> ``train/loss``, ``eval_accuracy`` -> ``eval/accuracy``, ``test_x`` -> ``test/x``.
-At train begin the arguments are written as the text ``args`` (JSON), the model config (if any) as
-``model_config``, and the scalar-valued arguments as TensorBoard HParams (same event file).
+transformers' callback does the logging: the arguments as the text ``args`` (JSON), the model config as
+``model_config``, every numeric log value as the scalar ``train/<key>`` / ``eval/<key>`` / ``test/<key>`` at
+``state.global_step``, strings as text. trainwright adds:
+
+* where the event files go: ``$TENSORBOARD_LOGGING_DIR`` (as transformers), else ``args.logging_dir`` (the
+  transformers 4.x argument trainwright keeps), else ``<output_dir>/runs/<run_name>`` instead of
+  transformers 5's ``<output_dir>/runs/<date>_<host>``, so runs are found by name. The run name (and a trial
+  name) is a path inside ``<output_dir>/runs``: ``group/run`` nests, ``..`` parts and a leading ``/`` are
+  dropped, so no name leads out; an ``evaluate()`` without ``train()`` writes there too (transformers' callback
+  would write to ``./runs`` in the current directory).
+* the scalar-valued arguments as TensorBoard HParams (the HPARAMS tab compares runs), with ``train/loss``,
+  ``eval/loss`` and the ``metric_for_best_model`` as its metrics.
+* a full disk or an I/O error while writing events is one warning; training goes on.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,12 +24,13 @@ import os
 import socket
 from datetime import datetime
 
-from ..callbacks import TrainerCallback
+from transformers.integrations.integration_utils import TensorBoardCallback as HFTensorBoardCallback
+
 from ..safe_fs import disk_errors_degrade, safe_relpath
-from . import rewrite_logs
 from .jsonl import _args_dict
 
 logger = logging.getLogger(__name__)
+_WHAT = "the TensorBoard event file"
 
 
 def _default_logdir(args) -> str:
@@ -34,100 +41,70 @@ def _default_logdir(args) -> str:
 
 
 def _hparam_value(v):
-    if isinstance(v, bool) or isinstance(v, str):
-        return v
-    if isinstance(v, int):
+    if isinstance(v, (bool, str, int)):
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else str(v)
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
-class TensorBoardCallback(TrainerCallback):
-    """Sends the logs to TensorBoard through ``torch.utils.tensorboard.SummaryWriter``."""
+class TensorBoardCallback(HFTensorBoardCallback):
+    """transformers' ``TensorBoardCallback`` (``torch.utils.tensorboard.SummaryWriter``) with trainwright's
+    event directory, HParams and disk-error handling (see the module docstring)."""
+
+    def _base_logdir(self, args) -> str:
+        if self._env_logging_dir:
+            return self._env_logging_dir
+        explicit = getattr(args, "logging_dir", None)
+        return os.path.expanduser(str(explicit)) if explicit else _default_logdir(args)
 
     def __init__(self, tb_writer=None):
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-        self._SummaryWriter = SummaryWriter
-        self.tb_writer = tb_writer
-        self.logging_dir = None
-
-    def _logging_dir(self, args) -> str:
-        explicit = getattr(args, "logging_dir", None) or os.getenv("TENSORBOARD_LOGGING_DIR")
-        if explicit:
-            return os.path.expanduser(str(explicit))
-        return _default_logdir(args)
+        super().__init__(tb_writer)
+        self._env_logging_dir = self.logging_dir  # $TENSORBOARD_LOGGING_DIR, read by transformers' __init__
 
     def _init_summary_writer(self, args):
-        if self.logging_dir is None:
-            self.logging_dir = self._logging_dir(args)
-        self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir)
+        if self.logging_dir is None:  # e.g. on_log from evaluate() before any train()
+            self.logging_dir = self._base_logdir(args)
+        super()._init_summary_writer(args)
 
-    def _write_hparams(self, args, args_dict: dict):
+    def _write_hparams(self, args):
         from torch.utils.tensorboard.summary import hparams
 
-        hp = {k: _hparam_value(v) for k, v in args_dict.items() if v is not None}
-        metric_names = {"train/loss": 0.0, "eval/loss": 0.0}
+        hp = {k: _hparam_value(v) for k, v in _args_dict(args).items() if v is not None}
+        metrics = {"train/loss": 0.0, "eval/loss": 0.0}
         best = getattr(args, "metric_for_best_model", None)
         if best:
-            name = best[len("eval_"):] if best.startswith("eval_") else best
-            metric_names[f"eval/{name}"] = 0.0
-        exp, ssi, sei = hparams(hp, metric_names)
-        fw = self.tb_writer._get_file_writer()
-        fw.add_summary(exp)
-        fw.add_summary(ssi)
-        fw.add_summary(sei)
+            metrics["eval/" + (best[len("eval_"):] if best.startswith("eval_") else best)] = 0.0
+        writer = self.tb_writer._get_file_writer()
+        for summary in hparams(hp, metrics):
+            writer.add_summary(summary)
 
-    @disk_errors_degrade("the TensorBoard event file")
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    @disk_errors_degrade(_WHAT)
+    def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        if state.is_hyper_param_search and state.trial_name:
-            self.logging_dir = os.path.join(self._logging_dir(args), safe_relpath(state.trial_name, "trial"))
+        if state.is_hyper_param_search and state.trial_name is not None:
+            # one directory per trial, inside the run's directory (transformers: output_dir/runs/<date>/<trial>)
+            self.logging_dir = os.path.join(self._base_logdir(args), safe_relpath(state.trial_name, "trial"))
             if self.tb_writer is not None:
                 self.tb_writer.close()
                 self.tb_writer = None
+            state = dataclasses.replace(state, is_hyper_param_search=False)  # transformers keeps this directory
+        elif self.logging_dir is None:
+            self.logging_dir = self._base_logdir(args)
+        super().on_train_begin(args, state, control, **kwargs)
         if self.tb_writer is None:
-            self._init_summary_writer(args)
-        args_dict = _args_dict(args)
-        self.tb_writer.add_text("args", json.dumps(args_dict, indent=2, sort_keys=True))
-        config = getattr(model, "config", None) if model is not None else None
-        if config is not None and hasattr(config, "to_json_string"):
-            try:
-                self.tb_writer.add_text("model_config", config.to_json_string())
-            except Exception:
-                pass
+            return
         try:
-            self._write_hparams(args, args_dict)
-        except Exception as e:  # hparams are a nicety, never fail training for them
+            self._write_hparams(args)
+        except Exception as e:  # hparams are a nicety: never fail training for them
             logger.warning("TensorBoard: could not write hyperparameters: %r", e)
         self.tb_writer.flush()
 
-    @disk_errors_degrade("the TensorBoard event file")
+    @disk_errors_degrade(_WHAT)
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        if self.tb_writer is None:
-            self._init_summary_writer(args)
-        for k, v in rewrite_logs(logs).items():
-            if hasattr(v, "item") and callable(v.item):
-                try:
-                    v = v.item()
-                except Exception:
-                    pass
-            if isinstance(v, bool):
-                v = int(v)
-            if isinstance(v, (int, float)):
-                self.tb_writer.add_scalar(k, v, state.global_step)
-            elif isinstance(v, str):
-                self.tb_writer.add_text(k, v, state.global_step)
-            else:
-                logger.warning("TensorBoard: dropped %r=%r (%s is not a scalar)", k, v, type(v).__name__)
-        self.tb_writer.flush()
+        super().on_log(args, state, control, logs=logs, **kwargs)
 
-    @disk_errors_degrade("the TensorBoard event file")
+    @disk_errors_degrade(_WHAT)
     def on_train_end(self, args, state, control, **kwargs):
-        if self.tb_writer is not None:
-            writer, self.tb_writer = self.tb_writer, None
-            writer.close()
+        super().on_train_end(args, state, control, **kwargs)

@@ -1,116 +1,106 @@
-"""Weights & Biases tracker (``report_to="wandb"``), keys as in HF's WandbCallback.
+"""Weights & Biases (``report_to="wandb"``): transformers' ``WandbCallback`` with three additions.
 
-wandb's own environment variables apply (``WANDB_MODE=offline``, ``WANDB_DIR``, ``WANDB_PROJECT``,
-``WANDB_RUN_ID``/``WANDB_RESUME``, ...). The project defaults to ``"huggingface"`` like HF's.
-``wandb.init(name=args.run_name, config=args.to_dict() + model info)``; every ``on_log`` is sent as
-``wandb.log({"train/loss": ..., "eval/accuracy": ..., "train/global_step": step}, step=step)``;
-the final train summary values (``train_runtime``, ``train_loss``, ``total_flos``, ...) go to the run
-summary. ``wandb.finish()`` at train end if this callback started the run.
+transformers' callback does the logging, with wandb's and its own environment variables (``WANDB_MODE=offline``,
+``WANDB_PROJECT`` (default ``"huggingface"``), ``WANDB_DIR``, ``WANDB_RUN_ID``/``WANDB_RESUME``, ``WANDB_WATCH``,
+``WANDB_LOG_MODEL``): the config is the model config merged with ``args.to_dict()`` plus
+``model/num_parameters``, every log goes to ``wandb.log`` with the keys ``train/<key>`` / ``eval/<key>`` and
+``train/global_step`` as the x axis, the final ``train_runtime``, ``train_loss``, ``total_flos``, ... go to the
+run summary. As with transformers the run stays open after ``train()`` (``evaluate()`` logs to it) until
+``wandb.finish()`` or the end of the process. trainwright adds:
+
+* ``WANDB_DIR`` unset: the run's files go to ``<output_dir>/wandb/`` instead of ``./wandb`` in the current
+  directory.
+* ``WANDB_LOG_MODEL=end``: the final model is saved with trainwright (safetensors, no pickled
+  ``training_args.bin``) into a temporary directory inside ``output_dir`` and logged as the ``final_model``
+  artifact, as transformers does (its callback builds a ``transformers.Trainer`` for that, which cannot take
+  trainwright's arguments). ``WANDB_LOG_MODEL=checkpoint`` logs each checkpoint directory, as transformers.
+* a full disk or an I/O error inside wandb is one warning; training goes on.
 """
 from __future__ import annotations
 
-import logging
+import contextlib
+import numbers
 import os
+import tempfile
+from pathlib import Path
 
-from ..callbacks import TrainerCallback
+from transformers.integrations.integration_utils import WandbCallback as HFWandbCallback
+
 from ..safe_fs import disk_errors_degrade
-from . import rewrite_logs
-from .jsonl import _args_dict, _model_info, to_jsonable
 
-logger = logging.getLogger(__name__)
-
-SUMMARY_ONLY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
+_WHAT = "the W&B run"
 
 
-def _scalar(v):
-    """Python number for a tensor/numpy scalar (wandb would log a 1-element tensor as a histogram)."""
-    if isinstance(v, (bool, int, float, str)) or v is None:
-        return v
+@contextlib.contextmanager
+def _run_dir(args):
+    """WANDB_DIR=<output_dir> while wandb.init runs, when the user did not set it."""
+    if os.environ.get("WANDB_DIR") or not getattr(args, "output_dir", None):
+        yield
+        return
+    os.makedirs(args.output_dir, exist_ok=True)
+    os.environ["WANDB_DIR"] = os.path.abspath(args.output_dir)
     try:
-        if hasattr(v, "numel") and v.numel() == 1 or getattr(v, "size", None) == 1:
-            return v.item()
-    except Exception:
-        pass
-    return to_jsonable(v)
+        yield
+    finally:
+        os.environ.pop("WANDB_DIR", None)
 
 
-class WandbCallback(TrainerCallback):
-    def __init__(self):
-        import wandb
+def _model_name(wandb, args) -> str:
+    if args.run_name is None or args.run_name == args.output_dir:
+        return f"model-{wandb.run.id}"
+    return f"model-{wandb.run.name}"
 
-        self._wandb = wandb
-        self._initialized = False
-        self._started_run = False
-        self._finished = False
-        self._last_step = -1
+
+class WandbCallback(HFWandbCallback):
+    """transformers' ``WandbCallback`` with trainwright's run directory and final-model artifact (see the module
+    docstring)."""
 
     def setup(self, args, state, model, **kwargs):
-        self._initialized = True
-        if not state.is_world_process_zero:
-            return
-        wandb = self._wandb
-        config = _args_dict(args)
-        info = _model_info(model)
-        config.update({f"model/{k}": v for k, v in info.items() if v is not None})
-        cfg = getattr(model, "config", None) if model is not None else None
-        if cfg is not None and hasattr(cfg, "to_dict"):
-            try:
-                config = {**to_jsonable(cfg.to_dict()), **config}
-            except Exception:
-                pass
-        init_args = {}
-        if state.trial_name:
-            init_args["name"] = state.trial_name
-            init_args["group"] = getattr(args, "run_name", None) or args.output_dir
-        elif getattr(args, "run_name", None):
-            init_args["name"] = args.run_name
-        if wandb.run is None:
-            wandb.init(project=os.getenv("WANDB_PROJECT", "huggingface"), **init_args)
-            self._started_run = True
-        wandb.config.update(config, allow_val_change=True)
-        if getattr(wandb, "define_metric", None):
-            wandb.define_metric("train/global_step")
-            wandb.define_metric("*", step_metric="train/global_step", step_sync=True)
+        with _run_dir(args):
+            super().setup(args, state, model, **kwargs)
 
-    @disk_errors_degrade("the W&B run")
+    @disk_errors_degrade(_WHAT)
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.is_hyper_param_search and self._initialized and self._started_run:
-            self._wandb.finish()
-            self._initialized = False
-            self._started_run = False
-            self._last_step = -1
-        if not self._initialized or self._finished:
-            self._finished = False
-            self.setup(args, state, model)
+        super().on_train_begin(args, state, control, model=model, **kwargs)
 
-    @disk_errors_degrade("the W&B run")
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
-        if not logs:
-            return
-        if not self._initialized:
-            self.setup(args, state, model)
-        if not state.is_world_process_zero:
-            return
-        run = self._wandb.run
-        if run is None:
-            if self._finished:
-                logger.warning("W&B: run already finished at train end; not logging %s", sorted(logs))
-            return
-        for k in SUMMARY_ONLY:
-            if k in logs:
-                run.summary[k] = _scalar(logs[k])
-        values = {k: _scalar(v) for k, v in rewrite_logs(
-            {k: v for k, v in logs.items() if k not in SUMMARY_ONLY}).items()}
-        values["train/global_step"] = state.global_step
-        if state.global_step >= self._last_step:
-            self._wandb.log(values, step=state.global_step)
-            self._last_step = state.global_step
-        else:  # wandb drops steps that go backwards (resumed run): log without an explicit step
-            self._wandb.log(values)
+    @disk_errors_degrade(_WHAT)
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
-    @disk_errors_degrade("the W&B run")
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._initialized and state.is_world_process_zero and self._started_run and self._wandb.run is not None:
-            self._wandb.finish()
-            self._finished = True
-            self._started_run = False
+    @disk_errors_degrade(_WHAT)
+    def on_save(self, args, state, control, **kwargs):
+        super().on_save(args, state, control, **kwargs)
+
+    @disk_errors_degrade(_WHAT)
+    def on_predict(self, args, state, control, metrics, **kwargs):
+        super().on_predict(args, state, control, metrics, **kwargs)
+
+    @disk_errors_degrade(_WHAT)
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if not (self._log_model.is_enabled and self._initialized and state.is_world_process_zero):
+            return
+        self._log_final_model(args, state, model, processing_class)
+
+    def _log_final_model(self, args, state, model, processing_class):
+        from transformers.integrations.integration_utils import save_model_architecture_to_file
+
+        from ..checkpoint import save_model_dir
+
+        wandb = self._wandb
+        if args.load_best_model_at_end:
+            metadata = {f"eval/{args.metric_for_best_model}": state.best_metric,
+                        "train/total_floss": state.total_flos,  # transformers' key, spelling included
+                        "model/num_parameters": wandb.config.get("model/num_parameters")}
+        else:
+            metadata = {k: v for k, v in dict(wandb.summary).items()
+                        if isinstance(v, numbers.Number) and not k.startswith("_")}
+        metadata["final_model"] = True
+        os.makedirs(args.output_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".wandb-final-model-", dir=args.output_dir) as tmp:
+            save_model_dir(tmp, model, processing_class)
+            save_model_architecture_to_file(model, tmp)
+            artifact = wandb.Artifact(name=_model_name(wandb, args), type="model", metadata=metadata)
+            for f in sorted(Path(tmp).glob("*")):
+                if f.is_file():
+                    artifact.add_file(str(f), name=f.name)
+            wandb.run.log_artifact(artifact, aliases=["final_model"])
