@@ -18,15 +18,20 @@
   }
   function fmtTick(v) { return v === null ? "" : fmt(v, 6); }
 
+  var STEP_INCRS = [];  // steps are whole numbers: tick spacings 1, 2, 5, 10, 20, 25, 50, ...
+  for (var e = 1; e <= 1e9; e *= 10) STEP_INCRS.push(e, 2 * e, e >= 10 ? 2.5 * e : 5 * e, 5 * e);
+  STEP_INCRS = STEP_INCRS.filter(function (v, i, a) { return a.indexOf(v) === i; });
+
   function alpha(hex, a) {
     return hex + ("0" + Math.round(a * 255).toString(16)).slice(-2);
   }
 
-  function seriesOpts(s, n) {
+  function seriesOpts(s) {
+    var n = s.y.filter(function (v) { return v !== null; }).length, lone = n <= 1;  // a lone point: a marker
     var o = {label: s.label, stroke: s.colour, width: 1.5, spanGaps: false,
              value: function (u, v) { return fmt(v, 5); }, points: {show: n <= 30, size: 5, fill: s.colour}};
-    if (s.style === "raw") { o.stroke = alpha(s.colour, 0.35); o.width = 1; o.points = {show: false}; }
-    else if (s.style === "smooth") { o.width = 2.2; o.points = {show: false}; }
+    if (s.style === "raw") { o.stroke = alpha(s.colour, 0.35); o.width = 1; o.points = {show: lone, size: 6}; }
+    else if (s.style === "smooth") { o.width = 2.2; o.points = {show: lone, size: 6, fill: s.colour}; }
     else if (s.style === "dashed") { o.dash = [6, 4]; o.points = {show: true, size: 6, fill: s.colour}; }
     else if (s.style === "marks") {
       o.stroke = "#000"; o.width = 0; o.paths = function () { return null; };
@@ -89,11 +94,11 @@
 
   function options(chart, width, height) {
     var series = [{label: "step", value: function (u, v) { return v === null ? "\u2014" : fmt(v, 12); }}];
-    chart.series.forEach(function (s) { series.push(seriesOpts(s, s.x.length)); });
+    chart.series.forEach(function (s) { series.push(seriesOpts(s)); });
     return {
       title: chart.title, width: width, height: height, series: series,
       scales: {x: {time: false}, y: yScale(chart)},
-      axes: [{label: "step", labelSize: 20},
+      axes: [{label: "step", labelSize: 20, incrs: STEP_INCRS},
              {label: chart.ylabel, labelSize: 22, size: axisSize,
               values: function (u, splits) { return splits.map(fmtTick); }}],
       cursor: {y: false, drag: {x: true, y: false}, sync: {key: "tw-step"}, focus: {prox: 16},
