@@ -14,6 +14,7 @@ import torch
 from trainwright.callbacks import TrainerCallback, TrainerControl
 from trainwright.loggers import MetricsJsonlCallback
 from trainwright.report import RunReportCallback, ema, format_number, load_run, report_command, write_report
+from trainwright.report.numbers import fmt_duration
 from trainwright.state import TrainerState
 
 N_STEPS, LOG_EVERY, EVAL_EVERY, STEPS_PER_EPOCH = 40, 4, 10, 20
@@ -427,8 +428,7 @@ def test_resumed_run_sums_runtime_and_samples(tmp_path, tokenizer, make_tiny_mod
     assert len(run.segments) == 2 and run.resumed
     text = open(write_report(out, png=False)).read()
     assert cells(text, "status") == ["finished at step 40 (resumed at step 20)"]
-    assert cells(text, "runtime") == [f"{format_number(expected)} s (0:00:0{round(expected)}) (wall clock, "
-                                      "approximate), over 2 train() calls"]
+    assert cells(text, "runtime") == [f"{fmt_duration(expected)} (wall clock, approximate), over 2 train() calls"]
     assert cells(text, "samples seen") == ["320"] and lines[-1]["samples_seen"] == 320
     assert cells(text, "train_runtime") == [format_number(round(expected, 4))]
     assert cells(text, "train_samples_per_second") == [format_number(round(320 / expected, 3))]
