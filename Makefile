@@ -8,7 +8,9 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv demo test bench browser report-screenshots clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +29,18 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/bench_sst2.py
+
+# headless Chromium (Debian's package) for tests/test_report_browser.py and the report screenshots
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make browser: install Chromium with your package manager"; exit 1; }; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@chromium --version 2>/dev/null || chromium-browser --version
+
+# docs/images/report-*.png from three tiny training runs on local data
+report-screenshots: venv browser
+	$(BIN)/python docs/make_report_screenshots.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -80,7 +80,8 @@ def _add_other_commands(sub) -> None:
     p = sub.add_parser("report", help="write an HTML report of one or more run directories",
                        description="Summarise training runs (loss curves, metrics, timing) in one HTML file.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--output", metavar="FILE", help="report file (default: inside the first run directory)")
+    p.add_argument("--output", metavar="FILE", help="report file or directory (default: one run: its own "
+                                                    "directory; several: report.html in the current directory)")
 
     p = sub.add_parser("demo", help="fine-tune MiniLM on the VADER sentiment lexicon (a few minutes on CPU)",
                        description="Fine-tunes the bundled MiniLM to tell positive from negative words, using the "

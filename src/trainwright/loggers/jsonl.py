@@ -7,10 +7,15 @@ Line layout
     {"event": "train_begin", "time": ..., "step": ..., "epoch": ..., "run_name": ..., "args": {...},
      "model": "BertForSequenceClassification", "num_parameters": ..., "trainable_parameters": ...,
      "hardware": {"device": "cuda:0", "torch": "2.x", "cuda": "NVIDIA H100 ...", "cpu_count": 16, ...},
-     "resumed_from_step": 0}
+     "resumed_from_step": 0, "samples_seen": 0}
 
-* one line per ``on_log``: ``{"step": state.global_step, "epoch": state.epoch, "time": unix_time, **logs}``
-* last line: ``{"event": "train_end", "time": ..., "step": ..., "epoch": ..., "best_metric": ..., ...}``
+  A resumed run's line also has ``"previous_last_time"``: the time of the last line the interrupted run wrote
+  (before the trim described below), so the report can count that run's time.
+* one line per ``on_log``: ``{"step": state.global_step, "epoch": state.epoch, "time": unix_time, **logs}``;
+  a line logged outside ``train()`` (a standalone ``evaluate()``, e.g. ``trainwright evaluate`` or an
+  evaluation after training) also has ``"standalone": true``
+* last line: ``{"event": "train_end", "time": ..., "step": ..., "epoch": ..., "samples_seen": ...,
+  "best_metric": ..., ...}``
 
 Each line is written (one ``write`` call) as soon as it is logged, so a crashed run keeps its history up to the
 crash. A full disk or an I/O error drops the line with one warning (earlier lines stay intact, no partial line
@@ -175,6 +180,7 @@ class MetricsJsonlCallback(TrainerCallback):
         self.filename = filename
         self._file = None
         self._path = None
+        self._in_train = False  # between on_train_begin and on_train_end: lines outside are "standalone"
 
     # -- file handling -------------------------------------------------------------------------
     def _target(self, args) -> str:
@@ -200,14 +206,15 @@ class MetricsJsonlCallback(TrainerCallback):
     def _write(self, args, record: dict):
         self._open(args).write_line(json.dumps(to_jsonable(record), allow_nan=False))
 
-    def _prepare_file(self, path: str, global_step: int):
-        """Start a fresh file for a new run, or trim lines after ``global_step`` for a resumed one."""
+    def _prepare_file(self, path: str, global_step: int) -> float | None:
+        """Start a fresh file for a new run, or trim lines after ``global_step`` for a resumed one; returns the
+        time of the last line of the interrupted run (None: nothing to resume)."""
         if not os.path.exists(path):
-            return
+            return None
         if not global_step:
             os.replace(path, path[: -len(".jsonl")] + ".prev.jsonl" if path.endswith(".jsonl") else path + ".prev")
-            return
-        kept = []
+            return None
+        kept, last_time = [], None
         with open(path, encoding="utf-8") as f:
             for line in f:
                 stripped = line.strip()
@@ -217,7 +224,12 @@ class MetricsJsonlCallback(TrainerCallback):
                     rec = json.loads(stripped)
                 except json.JSONDecodeError:
                     continue  # a line cut short by the crash
-                step = rec.get("step") if isinstance(rec, dict) else None
+                if not isinstance(rec, dict):
+                    continue
+                t = rec.get("time")
+                if isinstance(t, (int, float)) and not rec.get("standalone"):
+                    last_time = t if last_time is None else max(last_time, t)
+                step = rec.get("step")
                 if isinstance(step, (int, float)) and step > global_step:
                     continue
                 kept.append(stripped + "\n")
@@ -233,6 +245,7 @@ class MetricsJsonlCallback(TrainerCallback):
                 raise
             warn_once(self.filename, f"Could not trim {path} to step {global_step} for the resumed run: {e}. "
                                      "It keeps the lines of the interrupted run after that step; training goes on.")
+        return last_time
 
     # -- events --------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -241,7 +254,8 @@ class MetricsJsonlCallback(TrainerCallback):
         self._close()
         path = self._target(args)
         os.makedirs(args.output_dir, exist_ok=True)
-        self._prepare_file(path, state.global_step)
+        previous_last_time = self._prepare_file(path, state.global_step)
+        self._in_train = True
         record = {
             "event": "train_begin",
             "time": time.time(),
@@ -252,13 +266,19 @@ class MetricsJsonlCallback(TrainerCallback):
             **_model_info(model),
             "hardware": hardware_info(model, args),
             "resumed_from_step": state.global_step,
+            "samples_seen": getattr(state, "samples_seen", None),
         }
+        if previous_last_time is not None:
+            record["previous_last_time"] = previous_last_time
         self._write(args, record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        self._write(args, {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs})
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        if not self._in_train:
+            record["standalone"] = True
+        self._write(args, record)
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -270,6 +290,7 @@ class MetricsJsonlCallback(TrainerCallback):
             "epoch": state.epoch,
             "max_steps": state.max_steps,
             "num_input_tokens_seen": state.num_input_tokens_seen,
+            "samples_seen": getattr(state, "samples_seen", None),
             "total_flos": state.total_flos,
             "best_metric": state.best_metric,
             "best_global_step": state.best_global_step,
@@ -277,6 +298,7 @@ class MetricsJsonlCallback(TrainerCallback):
             "skipped_nonfinite_steps": getattr(state, "skipped_nonfinite_steps", None),
         })
         # keep the handle closable: evaluate() after train() reopens the file in append mode
+        self._in_train = False
         self._close()
 
     def __del__(self):
