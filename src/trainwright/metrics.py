@@ -69,7 +69,6 @@ when a metric is computed.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -77,7 +76,7 @@ import math
 from collections import Counter
 from typing import Any, Callable, Iterable
 
-from trainwright.errors import ConfigError, DataError
+from trainwright.errors import ConfigError, DataError, did_you_mean
 from trainwright.metrics_squad import squad as _squad
 from trainwright.metrics_squad import squad_v2 as _squad_v2
 
@@ -685,8 +684,7 @@ class Metric:
     def __init__(self, name: str, config_name: str | None = None):
         key = _normalize_name(name)
         if key not in _REGISTRY:
-            close = difflib.get_close_matches(key, list(_REGISTRY), n=1, cutoff=0.5)
-            hint = f' Did you mean "{close[0]}"?' if close else ""
+            hint = did_you_mean(key, list(_REGISTRY), cutoff=0.5, show=lambda m: f'"{m}"')
             raise ConfigError(
                 f"Unknown metric {name!r}.{hint} Available metrics: {', '.join(list_metrics())}."
             )
@@ -700,8 +698,7 @@ class Metric:
                     f"Valid configs: {', '.join(GLUE_CONFIGS)}."
                 )
             if config_name not in configs:
-                close = difflib.get_close_matches(config_name, list(configs), n=1, cutoff=0.5)
-                hint = f' Did you mean "{close[0]}"?' if close else ""
+                hint = did_you_mean(config_name, list(configs), cutoff=0.5, show=lambda m: f'"{m}"')
                 raise ConfigError(
                     f"Unknown glue config {config_name!r}.{hint} Valid configs: {', '.join(GLUE_CONFIGS)}."
                 )

@@ -24,8 +24,6 @@ Differences from transformers, all deliberate:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import logging
 import os
 import warnings
@@ -35,7 +33,6 @@ from pathlib import Path
 
 import torch
 
-from . import args as _args_module
 from .args import TrainingArguments, _arg
 from .args_compat import hf_types
 from .distributed import unwrap_model
@@ -47,7 +44,7 @@ logger = logging.getLogger("trainwright")
 __all__ = ["Seq2SeqTrainingArguments", "Seq2SeqTrainer"]
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, init=False)  # TrainingArguments' own constructor handles these fields too
 class Seq2SeqTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the generation settings used by :class:`Seq2SeqTrainer`.
 
@@ -94,32 +91,6 @@ class Seq2SeqTrainingArguments(TrainingArguments):
 
 def _is_generation_config(obj) -> bool:
     return type(obj).__name__ == "GenerationConfig" and hasattr(obj, "to_dict")
-
-
-# The dataclass-generated __init__ of the subclass would skip the alias handling of TrainingArguments (old names,
-# unknown names with "did you mean"). The wrapper below sets the Seq2Seq fields first and hands everything else to
-# TrainingArguments' own wrapped __init__, which then runs __post_init__ -> our _validate.
-_OWN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Seq2SeqTrainingArguments)
-                 if f.name not in _args_module._FIELD_DEFAULTS}
-_ALL_NAMES = sorted(set(_args_module._FIELD_DEFAULTS) | set(_OWN_DEFAULTS))
-_base_init = TrainingArguments.__init__
-
-
-def _seq2seq_init(self, *args, **kwargs):
-    known = set(_ALL_NAMES) | set(_args_module.RENAMED) | set(_args_module.REMOVED)
-    unknown = [k for k in kwargs if k not in known]
-    if unknown:
-        name = unknown[0]
-        near = difflib.get_close_matches(name, _ALL_NAMES, n=3)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ConfigError(f"Seq2SeqTrainingArguments got an unknown argument {name!r}.{hint}")
-    for name, default in _OWN_DEFAULTS.items():
-        setattr(self, name, kwargs.pop(name, default))
-    _base_init(self, *args, **kwargs)
-
-
-_seq2seq_init.__doc__ = Seq2SeqTrainingArguments.__init__.__doc__
-Seq2SeqTrainingArguments.__init__ = _seq2seq_init
 
 
 class Seq2SeqTrainer(Trainer):

@@ -15,13 +15,12 @@ Every hook has a default here; a task overrides the ones it needs.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, did_you_mean
 from ..keys import Key
 
 
@@ -108,9 +107,7 @@ def check_int(data: dict, key: str, minimum: int | None = None) -> None:
 def check_choice(data: dict, key: str, choices) -> None:
     v = data.get(key)
     if v is not None and v not in choices:
-        near = difflib.get_close_matches(str(v), list(choices), n=1, cutoff=0.5)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"data.{key}: {v!r} is not one of {', '.join(choices)}.{hint}")
+        raise ConfigError(f"data.{key}: {v!r} is not one of {', '.join(choices)}.{did_you_mean(v, choices, cutoff=0.5)}")
 
 
 def check_bool(data: dict, key: str) -> None:
