@@ -350,7 +350,7 @@ def test_fsdp_settings_accept_transformers_forms(tmp_path):
 
 
 def test_resume_mismatches_allow_another_world_size_with_the_same_global_batch():
-    from trainwright.distributed import resume_mismatches
+    from trainwright.resume import resume_mismatches
     args = common.train_args("/tmp/unused", per_device_train_batch_size=16)
     saved = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
     assert resume_mismatches(saved, 2, args, 1, 301) == []
@@ -361,7 +361,7 @@ def test_resume_mismatches_allow_another_world_size_with_the_same_global_batch()
 
 
 def test_full_optimizer_state_converts_between_names_and_indices():
-    from trainwright.distributed import _optimizer_state_by_index, _param_names
+    from trainwright.distributed.fsdp import _optimizer_state_by_index, _param_names
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     opt = torch.optim.AdamW([{"params": [model[0].weight, model[1].weight]},
                              {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0}], lr=0.1)

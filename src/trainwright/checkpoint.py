@@ -902,22 +902,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _unwrap_model(model):
-    """Strip torch.compile and (Distributed)DataParallel-style wrappers."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
+    """Strip torch.compile, (Distributed)DataParallel and other ``.module`` wrappers."""
+    from .distributed import unwrap_model
 
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if isinstance(inner, torch.nn.Module):
-            model = inner
-            continue
-        inner = getattr(model, "module", None)
-        if isinstance(inner, torch.nn.Module) and (
-            isinstance(model, (DataParallel, DistributedDataParallel))
-            or all(n.startswith("module.") for n, _ in model.named_parameters())
-        ):
-            model = inner
-            continue
-        return model
+    return unwrap_model(model, any_module_wrapper=True)
 
 
 def _unwrap_optimizer(optimizer):

@@ -78,3 +78,11 @@ def prepare_model_for_training(trainer, model: torch.nn.Module) -> None:
     if setting is not False and setting is not None:  # 0 is checked (and refused), not taken for False
         from .chunked_loss import check_chunked_loss
         check_chunked_loss(trainer, model)
+
+
+def activation_checkpointing_on(model) -> bool:
+    """Whether activation (gradient) checkpointing is on (transformers v5 renamed the property)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if name in dir(type(model)):
+            return bool(getattr(model, name))
+    return False

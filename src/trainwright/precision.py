@@ -1,4 +1,6 @@
-"""Mixed-precision policy: autocast dtype, gradient scaling for fp16, TF32. One small object."""
+"""Mixed-precision policy, one small object that owns all of it: the autocast dtype, gradient scaling for fp16
+(a ``ShardedGradScaler`` once FSDP2 shards the model), the cast of the model for ``bf16_full_eval`` /
+``fp16_full_eval`` evaluation, the FSDP2 ``MixedPrecisionPolicy``, and TF32."""
 from __future__ import annotations
 
 import contextlib
@@ -33,6 +35,38 @@ class Precision:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def fsdp_policy(self, reduce_dtype: torch.dtype = torch.float32):
+        """The FSDP2 ``MixedPrecisionPolicy`` of the shards: parameters in the autocast dtype, gradients reduced in
+        ``reduce_dtype`` (``fsdp_config['reduce_dtype']``); None when neither differs from float32."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+        if self.dtype is not None:
+            return MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=reduce_dtype)
+        if reduce_dtype != torch.float32:
+            return MixedPrecisionPolicy(reduce_dtype=reduce_dtype)
+        return None
+
+    def adapt_to_sharding(self, sharded: bool) -> None:
+        """fp16 under FSDP2: each rank sees only its gradient shard, so the inf check must be agreed by all ranks
+        (``ShardedGradScaler`` all-reduces it); otherwise the scaler is kept."""
+        if self.scaler is None or not sharded:
+            return
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        if not isinstance(self.scaler, ShardedGradScaler):
+            self.scaler = ShardedGradScaler(self.device.type)
+
+    @contextlib.contextmanager
+    def evaluation(self, model: torch.nn.Module):
+        """Around an evaluation: with ``bf16_full_eval`` / ``fp16_full_eval`` the model is cast to that dtype and
+        back to float32 afterwards (as transformers); otherwise nothing changes."""
+        if self.eval_dtype is None:
+            yield
+            return
+        model.to(self.eval_dtype)
+        try:
+            yield
+        finally:
+            model.to(torch.float32)
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:

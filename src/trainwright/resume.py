@@ -5,7 +5,7 @@
   (a file that does not match its sha256, unparsable JSON/safetensors; nothing has been loaded then) gives way to
   the next earlier complete one, with a warning naming it and why.
 * ``resume_problems``: what keeps the run from continuing exactly: the order-defining arguments and the world
-  size (``distributed.resume_mismatches``: batch size, accumulation, sampling strategy, seed / data_seed), and the
+  size (:func:`resume_mismatches`: batch size, accumulation, sampling strategy, seed / data_seed), and the
   train dataset (``data.fingerprint``: grown, shrunk or changed). The caller refuses them unless
   ``ignore_data_skip=True``.
 * ``check_steps``: a ``global_step`` beyond this run's ``max_steps`` would make ``train()`` return without training.
@@ -60,7 +60,6 @@ def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
 def resume_problems(loaded: dict, trainer) -> list[str]:
     from .data.columns import has_length
     from .data.fingerprint import fingerprint_mismatches
-    from .distributed import resume_mismatches
 
     extra = loaded.get("extra") or {}
     dataset = trainer.train_dataset
@@ -86,3 +85,47 @@ def check_steps(loaded: dict, max_steps: int) -> None:
             f"{os.path.join(loaded['path'], TRAINER_STATE_NAME)}: global_step={step} is beyond this run's {max_steps} "
             f"steps (max_steps / num_train_epochs), so train() would return without training. Resume a checkpoint of "
             f"this run, or raise max_steps / num_train_epochs above {step}.")
+
+
+def resume_mismatches(saved_args: dict, saved_world_size: int, args, world_size: int,
+                      num_samples: int | None = None) -> list[str]:
+    """What stops a run from continuing exactly from a checkpoint saved with ``saved_args`` on
+    ``saved_world_size`` processes. The data order is a function of the global batch
+    (per_device_train_batch_size x world size) only, and the checkpoint holds the full, unsharded model
+    and optimizer, so the number of processes may change as long as the global batch does not."""
+    out = []
+    for name in ("gradient_accumulation_steps", "train_sampling_strategy", "max_tokens_per_batch"):  # the order
+        now = getattr(args, name, None)
+        saved = saved_args.get(name, now)
+        if saved != now:
+            out.append(f"{name}: checkpoint {saved!r}, now {now!r}")
+    if "seed" in saved_args:  # the order's seed: data_seed, else seed
+        saved_seed = saved_args.get("data_seed") if saved_args.get("data_seed") is not None else saved_args["seed"]
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        if saved_seed != seed:
+            changed = [f"{n}: checkpoint {saved_args.get(n)!r}, now {getattr(args, n)!r}" for n in ("data_seed", "seed")
+                       if saved_args.get(n) != getattr(args, n)]
+            out.append(" and ".join(changed) + " (it seeds the data order)")
+    saved_ws = int(saved_world_size or 1)
+    saved_bs = saved_args.get("per_device_train_batch_size", args.per_device_train_batch_size)
+    bs = args.per_device_train_batch_size
+    if saved_ws == world_size:
+        if saved_bs != bs:
+            out.append(f"per_device_train_batch_size: checkpoint {saved_bs}, now {bs}")
+        return out
+    if getattr(args, "max_tokens_per_batch", None):
+        out.append(f"world size: checkpoint {saved_ws} processes, now {world_size} (token-budget batches are cut "
+                   "per rank, so resume on the same number of processes)")
+        return out
+    if saved_bs * saved_ws != bs * world_size:
+        hint = f"per_device_train_batch_size={saved_bs * saved_ws // world_size}" \
+            if (saved_bs * saved_ws) % world_size == 0 else f"{saved_ws} processes"
+        out.append(f"global batch (per_device_train_batch_size x processes): checkpoint {saved_bs} x {saved_ws} = "
+                   f"{saved_bs * saved_ws}, now {bs} x {world_size} = {bs * world_size}; the data order continues "
+                   f"exactly only with the same global batch (use {hint})")
+    elif num_samples is not None:
+        rest = num_samples % (bs * world_size)
+        if rest and not getattr(args, "dataloader_drop_last", False) and (rest < saved_ws) != (rest < world_size):
+            out.append(f"world size: checkpoint {saved_ws}, now {world_size}; the epoch's last global batch of {rest} "
+                       f"rows is kept on one and dropped on the other, so the epochs have different lengths")
+    return out

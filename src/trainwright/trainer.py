@@ -688,8 +688,8 @@ class Trainer(HubMixin):
         if config is not None and hasattr(config, "use_cache"):
             config.use_cache = args.use_cache  # a KV cache in training wastes memory and breaks packing masks
         prepare_model_for_training(self, model)  # activation checkpointing; chunked-loss checks (memory.py)
-        wrapped = self.dist.wrap_model(model)
-        self.precision.scaler = self.dist.adapt_grad_scaler(self.precision.scaler)  # fp16 + FSDP2: agreed inf checks
+        wrapped = self.dist.wrap_model(model, self.precision)
+        self.precision.adapt_to_sharding(self.dist.sharded)  # fp16 + FSDP2: agreed inf checks
         if args.torch_compile:
             wrapped = torch.compile(wrapped, backend=args.torch_compile_backend or "inductor",
                                     mode=args.torch_compile_mode)
