@@ -350,7 +350,7 @@ def test_fsdp_settings_accept_transformers_forms(tmp_path):
 
 
 def test_resume_mismatches_allow_another_world_size_with_the_same_global_batch():
-    from trainwright.resume import resume_mismatches
+    from trainwright.checkpoint.resume import resume_mismatches
     args = common.train_args("/tmp/unused", per_device_train_batch_size=16)
     saved = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
     assert resume_mismatches(saved, 2, args, 1, 301) == []

@@ -365,7 +365,7 @@ def test_output_dir_lock_is_released_on_error_and_when_its_holder_dies(tmp_path,
     # another process holds the lock, then is killed: no stale lock remains
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from trainwright.run_lock import OutputDirLock
+        from trainwright.checkpoint.run_lock import OutputDirLock
         lock = OutputDirLock({str(tmp_path / 'out')!r})
         assert lock.acquire()
         print("locked", flush=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from trainwright import Trainer, TrainerCallback, TrainingArguments
-from trainwright import safe_fs
+from trainwright.checkpoint import safe_fs
 from trainwright.checkpoint import list_checkpoints, load_checkpoint
 
 

@@ -323,7 +323,7 @@ def test_length_groups_are_whole_optimizer_steps_so_accumulation_sees_the_same_r
 
 
 def test_resume_refuses_a_different_sampling_strategy():
-    from trainwright.resume import resume_mismatches
+    from trainwright.checkpoint.resume import resume_mismatches
     args = TrainingArguments(output_dir="x", train_sampling_strategy="random")
     out = resume_mismatches({"train_sampling_strategy": "auto"}, 1, args, 1)
     assert any("train_sampling_strategy" in m for m in out)

@@ -39,7 +39,7 @@ class TrainerState:
 
     def save_to_json(self, json_path: str) -> None:
         """Write the state as JSON, atomically (a temp file renamed over ``json_path``); errors are raised."""
-        from .safe_fs import write_atomic
+        from .checkpoint.safe_fs import write_atomic
 
         write_atomic(json_path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", degrade=False)
 

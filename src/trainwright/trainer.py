@@ -44,7 +44,7 @@ from .neftune import neftune_callbacks
 from .optim import steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 from .precision import Precision
-from .run_lock import holds_output_dir_lock
+from .checkpoint.run_lock import holds_output_dir_lock
 from .signals import SignalHandlers, restores_signal_handlers
 from .state import TrainerState
 
@@ -976,7 +976,7 @@ class Trainer(HubMixin):
     # ================================================================== checkpoints
     def _save_checkpoint(self, metrics=None):
         from . import checkpoint as ckpt
-        from .resume import train_fingerprint
+        from .checkpoint.resume import train_fingerprint
         args = self.args
         path = os.path.join(args.output_dir, f"{ckpt.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         previous_best = (self.state.best_metric, self.state.best_global_step, self.state.best_model_checkpoint)
@@ -1025,7 +1025,7 @@ class Trainer(HubMixin):
     def _load_from_checkpoint(self, path: str, max_steps: int, fall_back: bool = False) -> str:
         """Restore everything from ``path`` (trainwright's or transformers.Trainer's format, see resume.py);
         returns the path used: with ``fall_back`` a corrupt checkpoint gives way to an earlier one."""
-        from . import resume
+        from .checkpoint import resume
         model_view, optimizer_view = self.dist.state_for_loading(self.model, self.optimizer)  # FSDP2: every rank loads
         loaded = resume.load_for_resume(path, output_dir=self.args.output_dir, fall_back=fall_back, model=model_view,
                                         optimizer=optimizer_view, lr_scheduler=self.lr_scheduler,
@@ -1072,7 +1072,7 @@ class Trainer(HubMixin):
     def save_state(self):
         if self.dist.is_main_process:
             import json
-            from .safe_fs import write_atomic
+            from .checkpoint.safe_fs import write_atomic
             os.makedirs(self.args.output_dir, exist_ok=True)
             # atomic; a full disk is one warning and the previous file stays
             write_atomic(os.path.join(self.args.output_dir, "trainer_state.json"),
@@ -1226,7 +1226,7 @@ class Trainer(HubMixin):
         import json
         if not self.is_world_process_zero():
             return
-        from .safe_fs import write_atomic
+        from .checkpoint.safe_fs import write_atomic
         os.makedirs(self.args.output_dir, exist_ok=True)
         # atomic; a full disk is one warning (per file) and the previous file stays
         write_atomic(os.path.join(self.args.output_dir, f"{split}_results.json"),

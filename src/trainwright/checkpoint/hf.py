@@ -29,12 +29,10 @@ import warnings
 
 import torch
 
+from ..errors import CheckpointError
 from . import safe_fs
-from .checkpoint import (
-    _apply, _apply_model_state, _read_json, _read_tensors, _refuse_non_regular, _unwrap_model,
-    _unwrap_optimizer, MANIFEST_NAME,
-)
-from .errors import CheckpointError
+from .format import MANIFEST_NAME, _unwrap_model, _unwrap_optimizer
+from .reader import _apply, _apply_model_state, _read_json, _read_tensors, _refuse_non_regular
 
 logger = logging.getLogger("trainwright")
 
@@ -131,7 +129,7 @@ def _hf_groups(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
 
         decay = set(HFTrainer.get_decay_parameter_names(None, model))  # transformers' own rule (no self needed)
     except Exception:
-        from .optim import decay_parameter_names
+        from ..optim import decay_parameter_names
 
         decay = decay_parameter_names(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -232,7 +230,7 @@ def load_hf_checkpoint(checkpoint_dir, *, model=None, optimizer=None, lr_schedul
                        restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model=None) -> dict:
     """Verify and parse everything first, then restore into the objects given. Returns the same dict as
     ``checkpoint.load_checkpoint`` (``training_args`` and ``extra`` are empty: nothing pickled is read)."""
-    from .state import check_trainer_state
+    from ..state import check_trainer_state
 
     path = os.path.abspath(os.fspath(checkpoint_dir))
     if not is_hf_checkpoint(path):

@@ -1,7 +1,7 @@
 """What ``train(resume_from_checkpoint=...)`` reads and checks, before the first step.
 
 * ``load_for_resume``: a checkpoint in trainwright's format or one written by transformers.Trainer
-  (``hf_checkpoint``); with ``resume_from_checkpoint=True`` a newest checkpoint found corrupt while it is verified
+  (:mod:`.hf`); with ``resume_from_checkpoint=True`` a newest checkpoint found corrupt while it is verified
   (a file that does not match its sha256, unparsable JSON/safetensors; nothing has been loaded then) gives way to
   the next earlier complete one, with a warning naming it and why.
 * ``resume_problems``: what keeps the run from continuing exactly: the order-defining arguments and the world
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .errors import CheckpointError, CorruptCheckpointError
+from ..errors import CheckpointError, CorruptCheckpointError
 
 
 def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optimizer, lr_scheduler, scaler,
@@ -23,8 +23,8 @@ def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optim
     """Load ``path`` into the objects given; the dict of ``checkpoint.load_checkpoint`` (its ``path`` is the
     checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to continue
     exactly (transformers orders the data its own way)."""
-    from . import checkpoint as ckpt
-    from .hf_checkpoint import is_hf_checkpoint, load_hf_checkpoint
+    from . import api as ckpt
+    from .hf import is_hf_checkpoint, load_hf_checkpoint
 
     while True:
         try:
@@ -45,8 +45,8 @@ def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optim
 
 def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
     """The train dataset's fingerprint, computed once per dataset object (``fresh`` recomputes it: at resume)."""
-    from .data.columns import has_length
-    from .data.fingerprint import data_fingerprint
+    from ..data.columns import has_length
+    from ..data.fingerprint import data_fingerprint
 
     dataset = trainer.train_dataset
     key = (id(dataset), len(dataset) if has_length(dataset) else None)
@@ -58,8 +58,8 @@ def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
 
 
 def resume_problems(loaded: dict, trainer) -> list[str]:
-    from .data.columns import has_length
-    from .data.fingerprint import fingerprint_mismatches
+    from ..data.columns import has_length
+    from ..data.fingerprint import fingerprint_mismatches
 
     extra = loaded.get("extra") or {}
     dataset = trainer.train_dataset
@@ -77,7 +77,7 @@ def refuse(path: str, problems: list[str]) -> CheckpointError:
 
 
 def check_steps(loaded: dict, max_steps: int) -> None:
-    from .checkpoint import TRAINER_STATE_NAME
+    from .format import TRAINER_STATE_NAME
 
     step = (loaded.get("trainer_state") or {}).get("global_step", 0)
     if step > max_steps:

@@ -20,7 +20,7 @@ import os
 import socket
 import stat
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger("trainwright")
 LOCK_NAME = ".trainwright.lock"

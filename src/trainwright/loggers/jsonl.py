@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from ..callbacks import TrainerCallback
-from ..safe_fs import AppendLog, disk_error, warn_once
+from ..checkpoint.safe_fs import AppendLog, disk_error, warn_once
 
 METRICS_FILE = "metrics.jsonl"
 _NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),

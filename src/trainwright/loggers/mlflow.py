@@ -23,7 +23,7 @@ import re
 import time
 
 from ..callbacks import TrainerCallback
-from ..safe_fs import disk_errors_degrade
+from ..checkpoint.safe_fs import disk_errors_degrade
 from .jsonl import _args_dict, _model_info
 
 logger = logging.getLogger(__name__)

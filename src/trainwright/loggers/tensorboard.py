@@ -19,7 +19,7 @@ import socket
 from datetime import datetime
 
 from ..callbacks import TrainerCallback
-from ..safe_fs import disk_errors_degrade, safe_relpath
+from ..checkpoint.safe_fs import disk_errors_degrade, safe_relpath
 from . import rewrite_logs
 from .jsonl import _args_dict
 

@@ -13,7 +13,7 @@ import logging
 import os
 
 from ..callbacks import TrainerCallback
-from ..safe_fs import disk_errors_degrade
+from ..checkpoint.safe_fs import disk_errors_degrade
 from . import rewrite_logs
 from .jsonl import _args_dict, _model_info, to_jsonable
 
