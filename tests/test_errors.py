@@ -531,7 +531,7 @@ def test_valid_inputs_pass_preflight_and_train(tmp_path, tokenizer, make_tiny_mo
 
 
 def test_preflight_leaves_rng_untouched(tmp_path, tokenizer, make_tiny_model, sst2_small):
-    from trainwright.validation import preflight
+    from trainwright.preflight import preflight
     train, _ = sst2_small
     trainer = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path), report_to="none", max_steps=1,
                                                            disable_tqdm=True, eval_strategy="no"),
@@ -569,7 +569,7 @@ def test_preflight_leaves_a_seeded_collator_untouched(tmp_path, tokenizer, sst2_
 
     from conftest import tiny_bert_config
     from trainwright import DataCollatorForLanguageModeling
-    from trainwright.validation import preflight
+    from trainwright.preflight import preflight
     train = sst2_small[0].select(range(32)).remove_columns(["sentence", "label"])
     rows = [train[i] for i in range(8)]
     expected = DataCollatorForLanguageModeling(tokenizer, seed=0)(rows)

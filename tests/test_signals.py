@@ -58,7 +58,7 @@ def test_retried_train_runs_all_its_steps(tmp_path, tokenizer, make_tiny_model, 
     trainer = _trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, callback)
     with pytest.raises(Boom):
         trainer.train()
-    assert trainer._signal_received is None
+    assert trainer.stop_signal.received is None
     out = trainer.train()  # would stop with SystemExit(130) after one step if the flag survived
     assert out.global_step == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -300,7 +300,7 @@ def test_metric_over_the_whole_eval_set_is_not_refused(tmp_path, tokenizer, make
 def test_large_eval_set_code_errors_fail_others_wait(tmp_path, tokenizer, make_tiny_model, sst2_small, monkeypatch):
     """An eval set too large to evaluate whole before training: an error of the code itself still stops the run;
     a ValueError (a metric that may need more rows) is left to the first evaluation, with a warning."""
-    import trainwright.eval_preflight as ep
+    import trainwright.preflight.evaluation as ep
     monkeypatch.setattr(ep, "DRY_RUN_FULL_ROWS", 8)
     train, dev = sst2_small
 

@@ -87,6 +87,22 @@ def is_transformers_args(obj) -> bool:
     return module is not None and isinstance(obj, module.TrainingArguments)
 
 
+def as_trainwright_args(args):
+    """The ``args=`` of ``Trainer(...)`` as trainwright's TrainingArguments: None gives the defaults (output_dir
+    "trainer_output"), a transformers one is converted field by field (an unsupported value raises), anything
+    else raises."""
+    from .args import TrainingArguments
+    if args is None:
+        return TrainingArguments(output_dir="trainer_output")
+    if not isinstance(args, TrainingArguments) and is_transformers_args(args):
+        return TrainingArguments.from_transformers(args)
+    if not isinstance(args, TrainingArguments):
+        from .errors import ConfigError
+        raise ConfigError(f"args must be a trainwright.TrainingArguments, got {type(args).__name__}. "
+                          "Build it with `from trainwright import TrainingArguments`.")
+    return args
+
+
 def _plain(value):
     """Enums as their values (lists of enums too), for comparing and carrying values over."""
     if isinstance(value, enum.Enum):

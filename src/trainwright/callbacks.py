@@ -12,9 +12,6 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
-
-from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
 
@@ -101,6 +98,23 @@ def restore_callback_states(handler, control, states: dict):
         logger.warning("Checkpoint included callbacks not included in current configuration. Ignoring. "
                        f"({', '.join(not_found)})")
     return control
+
+
+class CallbackStates:
+    """A Trainer's stateful callbacks and its ``TrainerControl`` as one run component (``state_dict()`` /
+    ``load_state_dict()``). Its state is saved in ``trainer_state.json``'s ``stateful_callbacks``, where transformers
+    keeps it, and restored only with ``restore_callback_states_from_checkpoint=True``, as in transformers."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        return export_callback_states(self.trainer.callback_handler.callbacks + [self.trainer.control])
+
+    def load_state_dict(self, states: dict) -> None:
+        t = self.trainer
+        if t.args.restore_callback_states_from_checkpoint:
+            t.control = restore_callback_states(t.callback_handler, t.control, states)
 
 
 class TrainerCallback:

@@ -482,7 +482,7 @@ class HubMixin:
         sync = self._hub_sync()
         if sync.unreachable:
             return
-        if getattr(self, "_signal_received", None) is not None:
+        if self.stop_signal.received is not None:
             logger.info("Stopping on a signal: checkpoint %s stays local (not pushed).", checkpoint_folder)
             return
         if not args.hub_always_push and sync.busy():

@@ -28,10 +28,12 @@ import errno
 import os
 import time
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import CheckpointError
 from . import safe_fs
-from .format import (MANIFEST_NAME, RNG_STATE, SCALER_STATE, SCHEDULER_STATE, OPTIMIZER_STATE,
+from .format import (MANIFEST_NAME, RNG_STATE, SCALER_STATE, SCHEDULER_STATE, STATES_DIR, OPTIMIZER_STATE,
                      TRAINER_STATE_NAME, TRAINING_ARGS_NAME, _CHECKPOINT_RE, _TEMP_RE, _decode, _describe, _encode,
                      _exists, _get_rng_state, _lenient_json_default, _set_rng_state, _step_of, _unwrap_optimizer)
 from .reader import (_apply, _apply_model_state, _find_weight_files, _read_json, _read_manifest, _read_model_state,
@@ -54,9 +56,24 @@ def save_checkpoint(
     processing_class=None,
     save_only_model: bool = False,
     rng_state: bool = True,
+    states: Mapping[str, Any] | None = None,
     extra: dict | None = None,
 ) -> str:
     """Write a complete checkpoint atomically to ``checkpoint_dir`` and return its path.
+
+    Args:
+        checkpoint_dir: the directory to write (``output_dir/checkpoint-<step>``); an existing one is replaced only
+            once the new one is complete.
+        model: the model (``save_pretrained`` when it has one, else its ``state_dict``), unwrapped from DDP /
+            torch.compile wrappers.
+        optimizer, lr_scheduler, scaler: their ``state_dict()`` (tensors to safetensors, the rest to JSON).
+        trainer_state, training_args: JSON-able dicts (``trainer_state.json``, ``training_args.json``).
+        processing_class: saved with its ``save_pretrained`` (a tokenizer).
+        save_only_model: only the model, the processing class and the two dicts (no exact resume).
+        rng_state: also save the python / numpy / torch generators.
+        states: the run's stateful components by name (objects with ``state_dict()`` / ``load_state_dict()``),
+            each written to ``trainwright_states/<name>.json`` (+ ``.safetensors`` for its tensors).
+        extra: the caller's own JSON-able metadata, kept in the manifest (the Trainer writes none).
 
     On any failure the temporary directory is removed, an existing checkpoint at the same path is left intact, and
     a CheckpointError naming the directory and the underlying error is raised (chained).
@@ -72,32 +89,15 @@ def save_checkpoint(
         model_info = _save_model(w, model, checkpoint=True)
         if processing_class is not None and hasattr(processing_class, "save_pretrained"):
             w.run_external(lambda: processing_class.save_pretrained(tmp))
-        components = {}
-        if not save_only_model:
-            if optimizer is not None:
-                _save_optimizer(w, optimizer)
-                components["optimizer"] = type(_unwrap_optimizer(optimizer)).__name__
-            if lr_scheduler is not None:
-                _save_state_dict(w, SCHEDULER_STATE, lr_scheduler.state_dict(), strict=False,
-                                 cls=type(lr_scheduler).__name__)
-                components["lr_scheduler"] = type(lr_scheduler).__name__
-            if scaler is not None:
-                _save_state_dict(w, SCALER_STATE, scaler.state_dict(), strict=True, cls=type(scaler).__name__)
-                components["scaler"] = type(scaler).__name__
-            if rng_state:
-                _save_state_dict(w, RNG_STATE, _get_rng_state(), strict=True, cls="rng", always_tensors=True)
-                components["rng_state"] = True
+        components = {} if save_only_model else _save_run_state(w, optimizer, lr_scheduler, scaler, rng_state, states)
         if trainer_state is not None:
             w.write_json(TRAINER_STATE_NAME, trainer_state)
         if training_args is not None:
             w.write_json(TRAINING_ARGS_NAME, training_args, default=_lenient_json_default)
-        manifest = {
-            "kind": "checkpoint",
-            "save_only_model": bool(save_only_model),
-            "components": components,
-            "global_step": (trainer_state or {}).get("global_step"),
-            "extra": _encode(extra or {}, None, "extra", strict=True),
-        }
+        manifest = {"kind": "checkpoint", "save_only_model": bool(save_only_model), "components": components,
+                    "global_step": (trainer_state or {}).get("global_step")}
+        if extra:
+            manifest["extra"] = _encode(extra, None, "extra", strict=True)
         _finish(w, model, model_info, manifest)
         _publish(tmp, final)
         return final
@@ -106,13 +106,35 @@ def save_checkpoint(
             safe_fs.remove_tree(tmp)
         if not isinstance(e, Exception):
             raise
-        hint = ""
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            hint = "; free disk space or lower save_total_limit"
+        hint = "; free disk space or lower save_total_limit" if isinstance(e, OSError) and e.errno == errno.ENOSPC else ""
         raise CheckpointError(
             f"could not write checkpoint {final}: {_describe(e)}{hint}. "
             "Nothing was written there; any earlier checkpoint is intact."
         ) from e
+
+
+def _save_run_state(w: _Writer, optimizer, lr_scheduler, scaler, rng_state: bool, states) -> dict:
+    """The optimizer, scheduler, scaler, RNG and stateful components; returns the manifest's ``components``."""
+    components: dict[str, Any] = {}
+    if optimizer is not None:
+        _save_optimizer(w, optimizer)
+        components["optimizer"] = type(_unwrap_optimizer(optimizer)).__name__
+    if lr_scheduler is not None:
+        _save_state_dict(w, SCHEDULER_STATE, lr_scheduler.state_dict(), strict=False, cls=type(lr_scheduler).__name__)
+        components["lr_scheduler"] = type(lr_scheduler).__name__
+    if scaler is not None:
+        _save_state_dict(w, SCALER_STATE, scaler.state_dict(), strict=True, cls=type(scaler).__name__)
+        components["scaler"] = type(scaler).__name__
+    if rng_state:
+        _save_state_dict(w, RNG_STATE, _get_rng_state(), strict=True, cls="rng", always_tensors=True)
+        components["rng_state"] = True
+    if states:
+        os.mkdir(os.path.join(w.root, STATES_DIR))
+        for name, component in states.items():
+            _save_state_dict(w, f"{STATES_DIR}/{name}", component.state_dict(), strict=True,
+                             cls=type(component).__name__)
+        components["states"] = {name: type(component).__name__ for name, component in states.items()}
+    return components
 
 
 def load_checkpoint(
@@ -124,39 +146,30 @@ def load_checkpoint(
     scaler=None,
     restore_rng: bool = True,
     strict_model: bool = True,
+    states: Mapping[str, Any] | None = None,
 ) -> dict:
     """Verify ``checkpoint_dir`` completely, then restore into the objects given.
 
-    Returns ``{"trainer_state": dict, "training_args": dict, "extra": dict, "path": str, "manifest": dict}``
-    (empty dicts for parts that were not saved).
+    Args:
+        checkpoint_dir: a directory written by :func:`save_checkpoint`.
+        model, optimizer, lr_scheduler, scaler: restored when given (None: not read).
+        restore_rng: restore the python / numpy / torch generators.
+        strict_model: a checkpoint of another architecture raises (False: loads what fits, with a warning).
+        states: the run's stateful components by name; each one the checkpoint holds is restored with
+            ``load_state_dict`` (the returned ``"states"`` lists them; a checkpoint of an earlier trainwright holds
+            none and keeps its run state in ``"extra"``).
+
+    Returns ``{"trainer_state": dict, "training_args": dict, "extra": dict, "states": list, "path": str,
+    "manifest": dict}`` (empty for parts that were not saved). Nothing is changed unless everything verified.
     """
     path = os.path.abspath(os.fspath(checkpoint_dir))
     manifest = _verify(path, model, strict_model=strict_model)
     # Phase 1: read and parse everything; nothing is modified if any of it fails.
     model_state = _read_model_state(path, manifest) if model is not None else None
-    parsed = {}
-    wanted = {"optimizer": (optimizer, OPTIMIZER_STATE), "lr_scheduler": (lr_scheduler, SCHEDULER_STATE),
-              "scaler": (scaler, SCALER_STATE), "rng_state": (restore_rng or None, RNG_STATE)}
-    for key, (obj, stem) in wanted.items():
-        if obj is None:
-            continue
-        if not os.path.isfile(os.path.join(path, stem + ".json")):
-            if manifest.get("save_only_model") and key != "rng_state":
-                raise CheckpointError(
-                    f"checkpoint {path} was saved with save_only_model=True and has no {key} state; "
-                    "resume from a full checkpoint or start a new run from these weights"
-                )
-            if key != "rng_state":  # saved with rng_state=False: nothing to restore, nothing to warn about
-                warnings.warn(f"checkpoint {path} has no {key} state; the {key} starts fresh", stacklevel=2)
-            continue
-        parsed[key] = _read_state_dict(path, stem)
-    if "optimizer" in parsed:
-        saved_cls, given_cls = parsed["optimizer"]["class"], type(_unwrap_optimizer(optimizer)).__name__
-        if saved_cls != given_cls:
-            raise CheckpointError(
-                f"checkpoint {path} holds {saved_cls} state but the optimizer is {given_cls}; "
-                "use the same optimizer to resume"
-            )
+    objects = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "scaler": scaler}
+    parsed = _read_run_state(path, manifest, objects, restore_rng)
+    found = {name: _read_state_dict(path, f"{STATES_DIR}/{name}") for name in (states or {})
+             if _exists(path, f"{STATES_DIR}/{name}.json")}
     trainer_state = _read_json(path, TRAINER_STATE_NAME) if _exists(path, TRAINER_STATE_NAME) else {}
     if trainer_state:
         from ..state import check_trainer_state
@@ -167,16 +180,42 @@ def load_checkpoint(
     # Phase 2: apply.
     if model is not None:
         _apply_model_state(model, *model_state, strict=strict_model, where=path)
+    for key, doc in parsed.items():
+        load = _set_rng_state if key == "rng_state" else objects[key].load_state_dict
+        _apply(path, key, lambda load=load, doc=doc: load(doc["state_dict"]))
+    for name, doc in found.items():
+        _apply(path, name, lambda name=name, doc=doc: states[name].load_state_dict(doc["state_dict"]))
+    return {"trainer_state": trainer_state, "training_args": training_args, "extra": extra, "states": sorted(found),
+            "path": path, "manifest": manifest}
+
+
+def _read_run_state(path: str, manifest: dict, objects: dict, restore_rng: bool) -> dict:
+    """The parsed optimizer / scheduler / scaler / RNG files for the objects given (a missing one warns, or raises
+    for a save_only_model checkpoint); the optimizer's class must match."""
+    parsed = {}
+    stems = {"optimizer": OPTIMIZER_STATE, "lr_scheduler": SCHEDULER_STATE, "scaler": SCALER_STATE,
+             "rng_state": RNG_STATE}
+    for key, stem in stems.items():
+        if (objects.get(key) if key != "rng_state" else restore_rng or None) is None:
+            continue
+        if not os.path.isfile(os.path.join(path, stem + ".json")):
+            if manifest.get("save_only_model") and key != "rng_state":
+                raise CheckpointError(
+                    f"checkpoint {path} was saved with save_only_model=True and has no {key} state; "
+                    "resume from a full checkpoint or start a new run from these weights"
+                )
+            if key != "rng_state":  # saved with rng_state=False: nothing to restore, nothing to warn about
+                warnings.warn(f"checkpoint {path} has no {key} state; the {key} starts fresh", stacklevel=3)
+            continue
+        parsed[key] = _read_state_dict(path, stem)
     if "optimizer" in parsed:
-        _apply(path, "optimizer", lambda: optimizer.load_state_dict(parsed["optimizer"]["state_dict"]))
-    if "lr_scheduler" in parsed:
-        _apply(path, "lr_scheduler", lambda: lr_scheduler.load_state_dict(parsed["lr_scheduler"]["state_dict"]))
-    if "scaler" in parsed:
-        _apply(path, "scaler", lambda: scaler.load_state_dict(parsed["scaler"]["state_dict"]))
-    if "rng_state" in parsed:
-        _apply(path, "rng_state", lambda: _set_rng_state(parsed["rng_state"]["state_dict"]))
-    return {"trainer_state": trainer_state, "training_args": training_args, "extra": extra, "path": path,
-            "manifest": manifest}
+        saved_cls, given_cls = parsed["optimizer"]["class"], type(_unwrap_optimizer(objects["optimizer"])).__name__
+        if saved_cls != given_cls:
+            raise CheckpointError(
+                f"checkpoint {path} holds {saved_cls} state but the optimizer is {given_cls}; "
+                "use the same optimizer to resume"
+            )
+    return parsed
 
 
 def checkpoint_status(path) -> tuple[bool, str]:

@@ -123,17 +123,15 @@ def read_hf_model_state(path) -> dict:
 
 def _hf_groups(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
     """transformers.Trainer's optimizer groups: trainable parameters with weight decay, then those without."""
-    decay = None
+    from ..optim import named_parameter_groups
+
     try:
         from transformers import Trainer as HFTrainer
 
         decay = set(HFTrainer.get_decay_parameter_names(None, model))  # transformers' own rule (no self needed)
     except Exception:
-        from ..optim import decay_parameter_names
-
-        decay = decay_parameter_names(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [[(n, p) for n, p in named if n in decay], [(n, p) for n, p in named if n not in decay]]
+        decay = None  # trainwright's rule, the same as transformers'
+    return list(named_parameter_groups(model, decay))
 
 
 def _place_optimizer_state(path: str, saved: dict, optimizer, model) -> tuple[dict, list[int]]:

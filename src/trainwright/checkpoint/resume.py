@@ -4,10 +4,13 @@
   (:mod:`.hf`); with ``resume_from_checkpoint=True`` a newest checkpoint found corrupt while it is verified
   (a file that does not match its sha256, unparsable JSON/safetensors; nothing has been loaded then) gives way to
   the next earlier complete one, with a warning naming it and why.
-* ``resume_problems``: what keeps the run from continuing exactly: the order-defining arguments and the world
-  size (:func:`resume_mismatches`: batch size, accumulation, sampling strategy, seed / data_seed), and the
-  train dataset (``data.fingerprint``: grown, shrunk or changed). The caller refuses them unless
-  ``ignore_data_skip=True``.
+* :class:`DataOrder`: the run component that records what the order of the training rows depends on beyond the
+  arguments (the world size and the train dataset's fingerprint); ``resume_problems`` compares it, with the
+  order-defining arguments (:func:`resume_mismatches`: batch size, accumulation, sampling strategy, seed /
+  data_seed), to this run: a grown, shrunk or changed dataset or another global batch keeps the run from
+  continuing exactly. The caller refuses them unless ``ignore_data_skip=True``.
+* ``legacy_states``: the run state an earlier trainwright (and the transformers reader) kept in the manifest's
+  untyped ``extra`` dict, as the states of the components that hold it now.
 * ``check_steps``: a ``global_step`` beyond this run's ``max_steps`` would make ``train()`` return without training.
 """
 from __future__ import annotations
@@ -19,10 +22,10 @@ from ..errors import CheckpointError, CorruptCheckpointError
 
 
 def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optimizer, lr_scheduler, scaler,
-                    rank: int = 0, world_size: int = 1, param_model=None) -> dict:
-    """Load ``path`` into the objects given; the dict of ``checkpoint.load_checkpoint`` (its ``path`` is the
-    checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to continue
-    exactly (transformers orders the data its own way)."""
+                    rank: int = 0, world_size: int = 1, param_model=None, states=None) -> dict:
+    """Load ``path`` into the objects and stateful components given; the dict of ``checkpoint.load_checkpoint``
+    (its ``path`` is the checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to
+    continue exactly (transformers orders the data its own way)."""
     from . import api as ckpt
     from .hf import is_hf_checkpoint, load_hf_checkpoint
 
@@ -32,9 +35,10 @@ def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optim
                 loaded = load_hf_checkpoint(path, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
                                             scaler=scaler, rank=rank, world_size=world_size, param_model=param_model)
                 loaded["extra"] = {"world_size": world_size, "total_finite": 0}
+                loaded["states"] = []
                 return loaded
             return ckpt.load_checkpoint(path, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                                        scaler=scaler)
+                                        scaler=scaler, states=states)
         except CorruptCheckpointError as e:  # found while verifying: nothing was loaded from it
             earlier = ckpt.latest_checkpoint(output_dir, before=path) if fall_back else None
             if earlier is None:
@@ -57,16 +61,43 @@ def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
     return cached[1]
 
 
-def resume_problems(loaded: dict, trainer) -> list[str]:
+class DataOrder:
+    """What the order of the training rows depends on beyond the arguments: the number of processes and the train
+    dataset (its fingerprint). Saved with every checkpoint; at resume the saved values are kept in ``saved`` for
+    :func:`resume_problems`."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.saved: dict = {}
+
+    def state_dict(self) -> dict:
+        return {"world_size": self.trainer.dist.world_size, "data": train_fingerprint(self.trainer)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.saved = dict(state)
+
+
+def legacy_states(extra: dict, global_step: int) -> dict[str, dict]:
+    """The component states held by the untyped ``extra`` dict of a checkpoint written before trainwright saved its
+    run components (``"loss"``, ``"data_order"``), with the defaults the reader of that layout used."""
+    log_steps = extra.get("log_steps", 0)
+    loss = {"total_loss": extra.get("total_loss", 0.0), "log_loss": extra.get("log_loss", 0.0), "log_steps": log_steps,
+            "total_finite": extra.get("total_finite", global_step), "log_finite": extra.get("log_finite", log_steps),
+            "nonfinite_total": extra.get("nonfinite_total", 0)}
+    return {"loss": loss, "data_order": {"world_size": extra.get("world_size", 1), "data": extra.get("data")}}
+
+
+def resume_problems(loaded: dict, trainer, saved: dict) -> list[str]:
+    """What keeps the run from continuing exactly from the checkpoint ``loaded``, whose :class:`DataOrder` state
+    is ``saved``."""
     from ..data.columns import has_length
     from ..data.fingerprint import fingerprint_mismatches
 
-    extra = loaded.get("extra") or {}
     dataset = trainer.train_dataset
     # the checkpoint holds the full state: the world size may change if the global batch does not
-    problems = resume_mismatches(loaded.get("training_args") or {}, extra.get("world_size", 1), trainer.args,
+    problems = resume_mismatches(loaded.get("training_args") or {}, saved.get("world_size", 1), trainer.args,
                                  trainer.dist.world_size, len(dataset) if has_length(dataset) else None)
-    return problems + fingerprint_mismatches(extra.get("data"), train_fingerprint(trainer, fresh=True))
+    return problems + fingerprint_mismatches(saved.get("data"), train_fingerprint(trainer, fresh=True))
 
 
 def refuse(path: str, problems: list[str]) -> CheckpointError:

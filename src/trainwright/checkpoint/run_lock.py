@@ -1,4 +1,5 @@
-"""One training run per ``output_dir``: ``train()`` holds an exclusive lock on it.
+"""One training run per ``output_dir``: ``train()`` holds an exclusive lock on it (and checks first that it can
+write there: :func:`check_output_dir`).
 
 Two runs writing one ``output_dir`` rotate (delete) each other's checkpoints and interleave their logs. While
 ``train()`` runs, the process that writes the run's files (rank 0 under torchrun) holds an ``fcntl.flock`` on
@@ -150,3 +151,15 @@ def holds_output_dir_lock(train):
 def _writes_files(trainer) -> bool:
     dist = getattr(trainer, "dist", None)
     return dist is None or bool(getattr(dist, "is_main_process", True))
+
+
+def check_output_dir(out: str) -> None:
+    """``output_dir`` is a directory this process can create and write to; else ConfigError naming the fix."""
+    if os.path.isfile(out):
+        raise ConfigError(f"output_dir={out!r} is a file, not a directory: choose another output_dir.")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir={out!r} cannot be created ({e.strerror}): choose a writable directory.") from e
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"output_dir={out!r} is not writable: choose a directory you can write to.")

@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from trainwright.errors import DataError
+from ..errors import DataError
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
