@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo lint test test-fast bench clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +22,16 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/trainwright demo
 
-test: venv
+lint: venv
+	$(BIN)/ruff check src tests bench examples
+
+# everything, lint first (a lint failure fails the target)
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+# the quick subset: no torchrun, no pretrained model, no torch.compile, no slow test
+test-fast: lint
+	$(BIN)/python -m pytest -q tests -m "not slow and not torchrun and not pretrained and not compile"
 
 bench: venv
 	$(BIN)/python bench/bench_sst2.py

@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-import torch
 from transformers import TrainerCallback as HFTrainerCallback
 
 from conftest import accuracy_metrics

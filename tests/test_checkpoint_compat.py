@@ -42,11 +42,11 @@ def tiny_setup(output_dir, **overrides):
     return model, data, TrainingArguments(**args)
 
 
-def _train(output_dir, resume=None, **overrides):
+def _train(output_dir, resume=None, callbacks=None, **overrides):
     from trainwright import Trainer
 
     model, data, args = tiny_setup(output_dir, **overrides)
-    trainer = Trainer(model, args, train_dataset=data)
+    trainer = Trainer(model, args, train_dataset=data, callbacks=callbacks)
     out = trainer.train(resume_from_checkpoint=resume)
     return trainer, out
 
@@ -70,6 +70,35 @@ def test_pre_refactor_checkpoint_resumes_bit_identically(tmp_path):
     # the log at step 4 averages steps 3 and 4: step 3's loss came from the old checkpoint's running sums
     assert logs(resumed) == logs(full)
     assert resumed_out.training_loss == full_out.training_loss
+
+
+def test_new_checkpoints_hold_the_run_components_typed_and_resume_like_the_old_format(tmp_path):
+    from trainwright.checkpoint import load_checkpoint
+    from trainwright.progress import LossTracker
+
+    from conftest import StopAt
+
+    _train(tmp_path / "new", callbacks=[StopAt(3)])  # checkpoint-3 of the fixture's run, in today's format
+    ckpt = tmp_path / "new" / "checkpoint-3"
+    manifest = json.loads((ckpt / "trainwright_checkpoint.json").read_text())
+    assert "extra" not in manifest
+    assert manifest["components"]["states"] == {"loss": "LossTracker", "throughput": "Throughput",
+                                                "data_order": "DataOrder"}
+    assert json.loads((ckpt / "trainwright_states" / "data_order.json").read_text())["state_dict"]["world_size"] == 1
+    tracker = LossTracker(torch.device("cpu"))
+    out = load_checkpoint(ckpt, states={"loss": tracker}, restore_rng=False)
+    assert out["states"] == ["loss"]
+    assert tracker.log_steps == 1 and float(tracker.total_finite) == 3.0  # a log at step 2, then step 3
+    # resuming the new checkpoint and the pre-refactor one gives the same run
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copytree(FIXTURE / "checkpoint-3", old / "checkpoint-3")
+    from_new, out_new = _train(tmp_path / "new", resume=True)
+    from_old, out_old = _train(old, resume=True)
+    for (n, p), (_, q) in zip(from_new.model.named_parameters(), from_old.model.named_parameters()):
+        assert torch.equal(p, q), n
+    assert out_new.training_loss == out_old.training_loss
+    assert [h.get("loss") for h in from_new.state.log_history] == [h.get("loss") for h in from_old.state.log_history]
 
 
 def _write_fixture() -> None:

@@ -12,8 +12,7 @@ import sys
 import pytest
 import yaml
 
-from cli_support import (in_repo, needs_data, read_csv, read_jsonl, run, save_tiny_bert,  # noqa: F401 (in_repo: a fixture)
-                         write_config)
+from cli_support import needs_data, read_csv, read_jsonl, run, save_tiny_bert, write_config
 from trainwright.cli.commands import run_predict, run_train
 from trainwright.cli.config import load_config
 from trainwright.cli.models import resolve_model

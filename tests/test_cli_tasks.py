@@ -11,8 +11,7 @@ import pytest
 import torch
 import yaml
 
-from cli_support import (DATA, REPO, in_repo, needs_data, read_csv, read_jsonl, run,  # noqa: F401 (in_repo: a fixture)
-                         save_tiny_bert, write_config)
+from cli_support import DATA, REPO, needs_data, read_csv, read_jsonl, run, save_tiny_bert, write_config
 from trainwright.cli.config import load_config
 from trainwright.cli.data import DataLoader
 from trainwright.errors import ConfigError, DataError

@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 
-from conftest import ROOT, StopAt, accuracy_metrics
+from conftest import StopAt, accuracy_metrics, write_script
 from trainwright import CheckpointError, EarlyStoppingCallback, Trainer, TrainingArguments
 
 
@@ -211,14 +210,8 @@ def test_final_model_loads_with_transformers(tmp_path, tokenizer, make_tiny_mode
         assert torch.allclose(model(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
 
 
-SIGNAL_SCRIPT = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from conftest import *
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from trainwright import Trainer, TrainingArguments, TrainerCallback
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    data = sst2_dataset("train", 64).map(lambda b: tok(b["sentence"], truncation=True, max_length=32), batched=True)
+SIGNAL_SCRIPT = """
+    data = sst2_rows(64)
     class Slow(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 3:
@@ -228,12 +221,11 @@ SIGNAL_SCRIPT = textwrap.dedent("""
                              disable_tqdm=True, write_report=False)
     Trainer(BertForSequenceClassification(tiny_bert_config(tok)), args, train_dataset=data, processing_class=tok,
             callbacks=[Slow()]).train()
-""")
+"""
 
 
 def test_sigterm_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SIGNAL_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
+    script = write_script(tmp_path / "run.py", SIGNAL_SCRIPT, out=str(tmp_path / "out"))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "READY" in line:

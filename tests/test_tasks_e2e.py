@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, LABEL2ID, NER_LABELS, read_conll
+from conftest import DATA, LABEL2ID, NER_LABELS, needs_data, read_conll
 from trainwright import (ConfigError, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
                          DataCollatorForTokenClassification, DataCollatorWithFlattening, Seq2SeqTrainer,
                          Seq2SeqTrainingArguments, Trainer, TrainingArguments, metrics)
 from trainwright.data.packing import DataCollatorForPackedRows, pack_dataset
 from trainwright.data.token_classification import tokenize_and_align_labels
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 
 
 QUIET = dict(report_to="none", disable_tqdm=True, save_strategy="no", write_report=False, seed=0)

@@ -260,17 +260,17 @@ class TrainingArguments(ProcessView, Setters):
         return {k: v if type(v) in (bool, int, float, str) else str(v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainingArguments":
+    def from_dict(cls: Any, data: dict[str, Any]) -> "TrainingArguments":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json_file(cls, path: str) -> "TrainingArguments":
+    def from_json_file(cls: Any, path: str) -> "TrainingArguments":
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
     @classmethod
-    def from_transformers(cls, hf_args) -> "TrainingArguments":
+    def from_transformers(cls: Any, hf_args: Any) -> "TrainingArguments":
         """trainwright arguments from a ``transformers.TrainingArguments`` (or ``Seq2SeqTrainingArguments``):
         the fields set away from transformers' defaults are carried over and validated here (an unsupported
         value raises naming the field); the others keep trainwright's defaults."""

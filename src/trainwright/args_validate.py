@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import warnings
+from typing import Any
 
 from .args_compat import parse_dict_field
 from .args_runtime import LOG_LEVELS
@@ -90,13 +91,13 @@ def notice(message: str) -> None:
     warnings.warn(message, FutureWarning, stacklevel=level)
 
 
-def field_default(f: dataclasses.Field):
+def field_default(f: dataclasses.Field) -> Any:
     """The default of a dataclass field (calling its default_factory)."""
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 # ================================================================================================ the constructor
-def map_old_names(args, kwargs: dict) -> dict:
+def map_old_names(args: Any, kwargs: dict) -> dict:
     """The keyword arguments with older transformers names mapped to the current ones (one notice each); a name
     transformers removed raises naming the reason."""
     kwargs = dict(kwargs)
@@ -131,7 +132,7 @@ def map_old_names(args, kwargs: dict) -> dict:
 
 
 # ================================================================================================ validation
-def validate(args) -> None:
+def validate(args: Any) -> None:
     """Check every value of ``args`` and normalise it, in place (see the module docstring)."""
     _parse_inputs(args)
     _check_numbers(args)
@@ -328,7 +329,7 @@ def _check_best_model(args) -> None:
 
 
 # ================================================================================================ value parsers
-def chunk_setting(value):
+def chunk_setting(value: Any) -> bool | int:
     """chunked_cross_entropy from Python (True/False/int) or text ("true", "false", "1024")."""
     if isinstance(value, str):
         text = value.strip().lower()
@@ -348,7 +349,7 @@ def chunk_setting(value):
                       "positive number of tokens per chunk (e.g. 1024).")
 
 
-def choice(name: str, value, valid: tuple) -> str:
+def choice(name: str, value: Any, valid: tuple) -> str:
     """``value`` (or an enum's value) if it is one of ``valid``; else ConfigError naming the closest one."""
     value = getattr(value, "value", value)  # accept HF's enums (IntervalStrategy.EPOCH, ...)
     if value not in valid:
@@ -357,7 +358,7 @@ def choice(name: str, value, valid: tuple) -> str:
     return value
 
 
-def scheduler_choice(value) -> str:
+def scheduler_choice(value: Any) -> str:
     """Any transformers SchedulerType name: the 5.x list without importing transformers, and, for a name
     added by a later transformers release, transformers' own SchedulerType."""
     value = getattr(value, "value", value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from .data.samplers import TokenBudgetBatchSampler
 from .distributed import unwrap_model
@@ -11,7 +12,7 @@ from .distributed import unwrap_model
 logger = logging.getLogger("trainwright")
 
 
-def print_training_header(trainer, plan, resumed: str | None, own_loader: bool) -> None:
+def print_training_header(trainer: Any, plan: Any, resumed: str | None, own_loader: bool) -> None:
     """The run's size, batches, order, steps and device (main process only)."""
     if not trainer.dist.is_main_process:
         return
@@ -40,7 +41,7 @@ def print_training_header(trainer, plan, resumed: str | None, own_loader: bool) 
         logger.info(line)
 
 
-def sampling_description(args, sampler, own_loader: bool) -> str:
+def sampling_description(args: Any, sampler: Any, own_loader: bool) -> str:
     """The train sampler's order in words (an iterable dataset has no sampler: its own order)."""
     if sampler is None:
         return "the iterable dataset's own order" if own_loader else "the order of get_train_dataloader()'s batches"

@@ -6,6 +6,7 @@ may override those methods and return any iterable of batches.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .errors import ConfigError, DataError
 logger = logging.getLogger("trainwright")
 
 
-def check_datasets(trainer) -> None:
+def check_datasets(trainer: Any) -> None:
     """At ``Trainer(...)``: the datasets the arguments need are there, not empty, and the train set's columns fit."""
     args = trainer.args
     if args.eval_strategy != "no" and trainer.eval_dataset is None:
@@ -47,7 +48,7 @@ def check_datasets(trainer) -> None:
             raise DataError(f"eval_dataset {name!r} is empty (0 rows). Pass a non-empty evaluation split.")
 
 
-def remove_unused(trainer, dataset, description: str):
+def remove_unused(trainer: Any, dataset: Any, description: str) -> tuple:
     """(dataset, collator): with ``remove_unused_columns``, the columns ``model.forward`` does not take are dropped
     (logged once per dataset) and the collator gets only the ones it keeps."""
     if dataset is None or is_iterable_dataset(dataset):
@@ -66,7 +67,7 @@ def remove_unused(trainer, dataset, description: str):
     return dataset, collator
 
 
-def loader_kwargs(args, device: torch.device) -> dict:
+def loader_kwargs(args: Any, device: torch.device) -> dict:
     """Workers, pinning and prefetching, as transformers passes them to every DataLoader."""
     kwargs = {"num_workers": args.dataloader_num_workers,
               "pin_memory": args.dataloader_pin_memory and device.type == "cuda"}
@@ -79,7 +80,7 @@ def loader_kwargs(args, device: torch.device) -> dict:
     return kwargs
 
 
-def train_sampling(args, dataset, collator):
+def train_sampling(args: Any, dataset: Any, collator: Any) -> tuple:
     """(strategy, row lengths or None) for the train sampler. ``"auto"`` (the default) groups rows of similar length
     when that saves padding: the lengths are cheap to read (an Arrow ``input_ids`` or length column, or a list of
     rows), they differ, and the collator pads each batch to its longest row (not to a fixed ``max_length``).
@@ -100,7 +101,7 @@ def train_sampling(args, dataset, collator):
     return strategy, lengths
 
 
-def train_dataloader(trainer) -> torch.utils.data.DataLoader:
+def train_dataloader(trainer: Any) -> torch.utils.data.DataLoader:
     """The train DataLoader: this rank's share of each global batch, in a resumable order (see ``data.samplers``)."""
     if trainer.train_dataset is None:
         raise ConfigError("Trainer.train() needs a train_dataset: pass Trainer(train_dataset=...).")
@@ -139,7 +140,7 @@ def train_dataloader(trainer) -> torch.utils.data.DataLoader:
                                        **loader_kwargs(args, trainer.device))
 
 
-def named_eval_dataset(trainer, eval_dataset):
+def named_eval_dataset(trainer: Any, eval_dataset: Any) -> Any:
     """``get_eval_dataloader``'s argument resolved: a name of a dict ``eval_dataset`` (as HF), None for the
     trainer's own."""
     if isinstance(eval_dataset, str):
@@ -155,7 +156,7 @@ def named_eval_dataset(trainer, eval_dataset):
     return eval_dataset
 
 
-def prediction_dataloader(trainer, dataset, description: str) -> torch.utils.data.DataLoader:
+def prediction_dataloader(trainer: Any, dataset: Any, description: str) -> torch.utils.data.DataLoader:
     """Evaluation / prediction batches: sorted by length (less padding) and, when they can, filled with more rows of
     short sequences; ``evaluation_loop`` puts the outputs back in dataset order."""
     args = trainer.args

@@ -28,11 +28,11 @@ from .outputs import EvalPrediction
 class EvalLoopOutput:
     """What ``evaluation_loop`` returns: predictions, label ids, prefixed metrics and the number of rows."""
 
-    def __init__(self, predictions, label_ids, metrics: dict[str, Any], num_samples: int):
+    def __init__(self, predictions: Any, label_ids: Any, metrics: dict[str, Any], num_samples: int) -> None:
         self.predictions, self.label_ids, self.metrics, self.num_samples = predictions, label_ids, metrics, num_samples
 
 
-def run_evaluation(trainer, dataloader, description: str, ignore_keys, metric_key_prefix: str, prediction_loss_only,
+def run_evaluation(trainer: Any, dataloader: Any, description: str, ignore_keys: Any, metric_key_prefix: str, prediction_loss_only: Any,
                    quiet: bool) -> EvalLoopOutput:
     """``trainer.evaluation_loop`` plus the speed metrics (see ``Trainer._run_evaluation``)."""
     previous = getattr(trainer, "_eval_quiet", False)
@@ -48,7 +48,7 @@ def run_evaluation(trainer, dataloader, description: str, ignore_keys, metric_ke
     return output
 
 
-def compute_metrics(trainer, eval_prediction: EvalPrediction) -> dict[str, float]:
+def compute_metrics(trainer: Any, eval_prediction: EvalPrediction) -> dict[str, float]:
     """``trainer.compute_metrics`` checked to return numbers; in the quiet dry run its failure is MetricsFailed."""
     if not getattr(trainer, "_eval_quiet", False):
         return check_metrics(trainer.compute_metrics(eval_prediction))
@@ -60,7 +60,7 @@ def compute_metrics(trainer, eval_prediction: EvalPrediction) -> dict[str, float
     return check_metrics(result)
 
 
-def evaluation_loop(trainer, dataloader, prediction_loss_only: bool | None, ignore_keys, metric_key_prefix: str):
+def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | None, ignore_keys: Any, metric_key_prefix: str) -> EvalLoopOutput:
     """Runs ``trainer.prediction_step`` over ``dataloader``; see the module docstring."""
     args = trainer.args
     prediction_loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
@@ -123,7 +123,7 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
             loss_sum, num_samples, concat_to_numpy(inputs_host) if inputs_host else None)
 
 
-def gather_predictions(dist, predictions, label_ids, loss_sum, num_samples, inputs=None):
+def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: Any, num_samples: int, inputs: Any=None) -> tuple:
     """All ranks' outputs concatenated in rank order (ranks hold contiguous runs of the batches, so this is the
     single-process order); a rank without rows contributes nothing."""
     parts = dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs))
@@ -135,7 +135,7 @@ def gather_predictions(dist, predictions, label_ids, loss_sum, num_samples, inpu
     return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
 
 
-def prediction_step(trainer, model, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None):
+def prediction_step(trainer: Any, model: Any, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None) -> tuple:
     """(loss, logits, labels) of one batch: the loss through ``trainer.compute_loss`` when the batch has every label
     column, the outputs other than the loss (and ``ignore_keys``) as the logits."""
     has_labels = bool(trainer.label_names) and all(inputs.get(k) is not None for k in trainer.label_names)
@@ -171,7 +171,7 @@ def prediction_step(trainer, model, inputs: dict, prediction_loss_only: bool, ig
     return loss, logits, labels
 
 
-def num_eval_steps(dataloader, num_samples: int, batch_size: int) -> int:
+def num_eval_steps(dataloader: Any, num_samples: int, batch_size: int) -> int:
     """Batches run: the dataloader's length or, for an iterable dataset without one (each process runs all of it),
     its rows over the batch size."""
     if has_length(dataloader):
@@ -186,7 +186,7 @@ def speed_metrics(prefix: str, start: float, num_samples: int, num_steps: int) -
             f"{prefix}_steps_per_second": round(num_steps / runtime, 3) if runtime > 0 else 0.0}
 
 
-def check_metrics(result) -> dict[str, float]:
+def check_metrics(result: Any) -> dict[str, float]:
     """``compute_metrics``' result as plain numbers; anything else raises naming the key."""
     if not isinstance(result, Mapping):
         raise ConfigError(f"compute_metrics must return a dict of metric name -> number, got {type(result).__name__}. "
@@ -204,7 +204,7 @@ def check_metrics(result) -> dict[str, float]:
     return out
 
 
-def nested_detach(x):
+def nested_detach(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(nested_detach(t) for t in x)
     if isinstance(x, Mapping):
@@ -212,7 +212,7 @@ def nested_detach(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-def to_host(x):
+def to_host(x: Any) -> Any:
     """Tensors to the CPU (half precision as float32), without waiting for the copy on CUDA."""
     if isinstance(x, (list, tuple)):
         return type(x)(to_host(t) for t in x)
@@ -225,7 +225,7 @@ def to_host(x):
     return x
 
 
-def concat_to_numpy(parts: list):
+def concat_to_numpy(parts: list) -> Any:
     """Concatenate per-batch outputs; token-level outputs of different lengths are padded with -100."""
     first = parts[0]
     if isinstance(first, (list, tuple)):

@@ -8,11 +8,12 @@ checkpointing on; the new name wins when both are given, as in transformers. ``*
 from __future__ import annotations
 
 import torch
+from typing import Any
 
 from .errors import ConfigError, ModelError
 
 
-def checkpointing_settings(args) -> tuple[bool, dict]:
+def checkpointing_settings(args: Any) -> tuple[bool, dict]:
     """(on, kwargs) from ``activation_checkpointing[_kwargs]``, falling back on the ``gradient_checkpointing``
     names when the new ones are unset."""
     on = args.activation_checkpointing if args.activation_checkpointing is not None else args.gradient_checkpointing
@@ -25,7 +26,7 @@ def checkpointing_settings(args) -> tuple[bool, dict]:
     return bool(on), dict(kwargs or {})
 
 
-def enable_activation_checkpointing(model: torch.nn.Module, args) -> bool:
+def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> bool:
     """Turns on activation checkpointing as transformers.Trainer does (a no-op when it is off). When the input
     embeddings are frozen (a PEFT adapter, a frozen base) their output is made to require grad, so the
     gradient reaches the checkpointed layers. Returns whether checkpointing was turned on."""
@@ -71,18 +72,10 @@ def _require_input_grads_if_frozen(model) -> None:
         model.enable_input_require_grads()
 
 
-def prepare_model_for_training(trainer, model: torch.nn.Module) -> None:
+def prepare_model_for_training(trainer: Any, model: torch.nn.Module) -> None:
     """Called by ``Trainer._set_up_model_for_training`` before the model is wrapped (DDP/FSDP2/compile)."""
     enable_activation_checkpointing(model, trainer.args)
     setting = getattr(trainer.args, "chunked_cross_entropy", False)
     if setting is not False and setting is not None:  # 0 is checked (and refused), not taken for False
         from .chunked_loss import check_chunked_loss
         check_chunked_loss(trainer, model)
-
-
-def activation_checkpointing_on(model) -> bool:
-    """Whether activation (gradient) checkpointing is on (transformers v5 renamed the property)."""
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if name in dir(type(model)):
-            return bool(getattr(model, name))
-    return False

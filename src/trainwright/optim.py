@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ def fused_supported(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu", "mps", "xpu")
 
 
-def create_optimizer(model: torch.nn.Module, args, device: torch.device) -> torch.optim.Optimizer:
+def create_optimizer(model: torch.nn.Module, args: Any, device: torch.device) -> torch.optim.Optimizer:
     """The optimizer ``args.optim`` names, over :func:`parameter_groups`, with transformers' hyper-parameters."""
     groups = parameter_groups(model, args.weight_decay)
     if not groups:
@@ -89,7 +90,7 @@ def _parse_optim_args(optim_args: str | None) -> dict:
 
 
 # ---------------------------------------------------------------- schedules
-def create_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_steps: int, kwargs: dict | None = None):
+def create_scheduler(name: str, optimizer: Any, num_warmup_steps: int, num_training_steps: int, kwargs: dict | None = None) -> Any:
     """Any transformers ``lr_scheduler_type``, built by transformers' own ``get_scheduler`` with
     ``lr_scheduler_kwargs`` passed through. A wrong keyword raises ``ConfigError`` naming lr_scheduler_kwargs."""
     from transformers.optimization import get_scheduler
@@ -109,7 +110,7 @@ def create_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_s
                           ) from e
 
 
-def step_on_metric(scheduler, metrics: dict, metric_for_best_model: str | None) -> None:
+def step_on_metric(scheduler: Any, metrics: dict, metric_for_best_model: str | None) -> None:
     """After an evaluation: a metric-stepped schedule steps with the best-model metric (default the loss), as
     transformers; one the evaluation did not produce raises naming the metrics it did."""
     key = metric_for_best_model or "loss"
@@ -124,7 +125,7 @@ def step_on_metric(scheduler, metrics: dict, metric_for_best_model: str | None) 
 _METRIC_STEPPED: dict[type, bool] = {}
 
 
-def steps_on_metric(scheduler) -> bool:
+def steps_on_metric(scheduler: Any) -> bool:
     """True for a scheduler stepped with the evaluation metric after each evaluation rather than after each
     optimizer step: torch's ``ReduceLROnPlateau``, transformers' ``GreedyLR``, or any scheduler whose
     ``step`` needs a value. The answer is cached per class (this is asked every optimizer step)."""

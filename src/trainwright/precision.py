@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -11,7 +13,7 @@ from .errors import ConfigError
 
 
 class Precision:
-    def __init__(self, args, device: torch.device):
+    def __init__(self, args: Any, device: torch.device) -> None:
         self.device = device
         self.dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         self.eval_dtype = torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else None
@@ -28,7 +30,7 @@ class Precision:
             torch.backends.cudnn.allow_tf32 = bool(args.tf32)
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
 
-    def autocast(self, evaluating: bool = False):
+    def autocast(self, evaluating: bool = False) -> contextlib.AbstractContextManager:
         dtype = self.dtype
         if evaluating and self.eval_dtype is not None:
             return contextlib.nullcontext()  # the model itself was cast for evaluation
@@ -36,7 +38,7 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def fsdp_policy(self, reduce_dtype: torch.dtype = torch.float32):
+    def fsdp_policy(self, reduce_dtype: torch.dtype = torch.float32) -> Any:
         """The FSDP2 ``MixedPrecisionPolicy`` of the shards: parameters in the autocast dtype, gradients reduced in
         ``reduce_dtype`` (``fsdp_config['reduce_dtype']``); None when neither differs from float32."""
         from torch.distributed.fsdp import MixedPrecisionPolicy
@@ -56,7 +58,7 @@ class Precision:
             self.scaler = ShardedGradScaler(self.device.type)
 
     @contextlib.contextmanager
-    def evaluation(self, model: torch.nn.Module):
+    def evaluation(self, model: torch.nn.Module) -> Iterator[None]:
         """Around an evaluation: with ``bf16_full_eval`` / ``fp16_full_eval`` the model is cast to that dtype and
         back to float32 afterwards (as transformers); otherwise nothing changes."""
         if self.eval_dtype is None:
@@ -74,11 +76,11 @@ class Precision:
         else:
             loss.backward()
 
-    def unscale_(self, optimizer) -> None:
+    def unscale_(self, optimizer: Any) -> None:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer) -> None:
+    def step(self, optimizer: Any) -> None:
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()

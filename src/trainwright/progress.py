@@ -29,7 +29,7 @@ class LossTracker:
     """The step losses summed on the device (NaN/inf steps are left out of the mean and counted, as transformers does
     with ``logging_nan_inf_filter``) and the counters of steps whose gradients were NaN/inf (skipped updates)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device) -> None:
         for name in _FLOAT_SUMS:
             setattr(self, name, torch.zeros((), device=device))
         for name in _COUNTERS:  # nonfinite_run: the current run of bad steps; nonfinite_worst: the longest so far
@@ -71,7 +71,7 @@ class LossTracker:
         total, run, worst = torch.stack([self.nonfinite_total, self.nonfinite_run, self.nonfinite_worst]).tolist()
         return int(total), int(run), int(worst)
 
-    def check_nonfinite(self, state: TrainerState, limit: int, last_checkpoint) -> None:
+    def check_nonfinite(self, state: TrainerState, limit: int, last_checkpoint: Any) -> None:
         """Records the skipped steps in ``state``; raises NonFiniteLossError when ``limit`` steps in a row had NaN/inf
         gradients (``last_checkpoint()``: the path to name as the last good one)."""
         total, run, worst = self.nonfinite_counts()
@@ -106,7 +106,7 @@ class Throughput:
     a checkpoint and at the end of ``train()``) sums the counts over the ranks into the state, so ``samples_seen``,
     ``num_input_tokens_seen``, ``total_flos`` and the logged rates are global figures, as in transformers."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dist=None):
+    def __init__(self, model: torch.nn.Module, device: torch.device, dist: Any=None) -> None:
         self.dist = dist
         self.last_time = time.time()
         self._resumed_seconds = 0.0

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -21,10 +22,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class SignalHandlers:
     """Installs one handler for SIGTERM and SIGINT and remembers the handlers it replaced."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.saved: dict = {}
 
-    def install(self, handler) -> None:
+    def install(self, handler: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal.signal works only in the main thread: leave the process's handlers alone
         for sig in SIGNALS:
@@ -41,7 +42,7 @@ class SignalHandlers:
 class StopSignal:
     """The stop flag of one Trainer (``received``: the signal number, or None) and its handlers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: int | None = None
         self._handlers = SignalHandlers()
 
@@ -73,7 +74,7 @@ class StopSignal:
               "(send it again to exit at once).", file=sys.stderr, flush=True)
 
 
-def stop_on_signal(trainer) -> None:
+def stop_on_signal(trainer: Any) -> None:
     """After the step the signal arrived in (every rank at the same step): write a checkpoint, put the handlers back,
     tell the user how to resume, and exit with ``128 + signum``."""
     signum = trainer.stop_signal.received

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from .data.columns import has_length, is_iterable_dataset
 from .data.samplers import EpochPlan, ResumableBatchSampler
@@ -19,7 +20,7 @@ class TrainPlan:
     """The shape of one ``train()`` call over ``dataloader``: ``max_steps``, ``num_epochs``, ``num_examples`` and,
     for a sized loader, the steps of each epoch."""
 
-    def __init__(self, trainer, dataloader):
+    def __init__(self, trainer: Any, dataloader: Any) -> None:
         args = trainer.args
         self.dataloader = dataloader
         self.accum = args.gradient_accumulation_steps
@@ -87,7 +88,7 @@ class TrainPlan:
             yield step_in_epoch, micro_batches
 
 
-def ratio_to_steps(value, max_steps: int) -> int:
+def ratio_to_steps(value: Any, max_steps: int) -> int:
     """``logging_steps`` / ``eval_steps`` / ``save_steps`` as a number of steps (a float < 1: a fraction of all)."""
     if value is None:
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from .loss_scaling import (count_items, model_takes_num_items, shifts_labels, ta
 from .optim import steps_on_metric
 
 
-def optimizer_step(trainer, model, micro_batches: list, epoch: int, step_in_epoch: int, steps_in_epoch: int) -> None:
+def optimizer_step(trainer: Any, model: Any, micro_batches: list, epoch: int, step_in_epoch: int, steps_in_epoch: int) -> None:
     """One optimizer step over the accumulated micro-batches, with the callbacks transformers calls around it."""
     args, handler = trainer.args, trainer.callback_handler
     counts, num_items = count_step_items(trainer, micro_batches)
@@ -55,7 +56,7 @@ def optimizer_step(trainer, model, micro_batches: list, epoch: int, step_in_epoc
     trainer.control = handler.on_step_end(args, trainer.state, trainer.control)
 
 
-def count_step_items(trainer, micro_batches: list):
+def count_step_items(trainer: Any, micro_batches: list) -> tuple:
     """Loss items per micro-batch and in the whole step (see ``loss_scaling``), counted on the host from the
     collated (still CPU) batches. Single process: plain ints, no device work. DDP: one all-reduce."""
     shift = shifts_labels(unwrap_model(trainer.model))
@@ -68,7 +69,7 @@ def count_step_items(trainer, micro_batches: list):
     return counts, total
 
 
-def clip_gradients(model, max_grad_norm: float | None, device: torch.device) -> torch.Tensor:
+def clip_gradients(model: Any, max_grad_norm: float | None, device: torch.device) -> torch.Tensor:
     """The total gradient norm (a device tensor), after clipping to ``max_grad_norm`` (0 / None: no clipping)."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
@@ -78,7 +79,7 @@ def clip_gradients(model, max_grad_norm: float | None, device: torch.device) -> 
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a replicated DTensor
 
 
-def guarded_update(trainer) -> None:
+def guarded_update(trainer: Any) -> None:
     """The optimizer step, skipped when the gradients are NaN/inf. With fused AdamW the skip happens on the device
     (the optimizer's found_inf), so nothing waits; other optimizers read one flag. Under fp16 the GradScaler skips
     non-finite steps itself."""
@@ -100,7 +101,7 @@ def _supports_found_inf(optimizer) -> bool:
         any(g.get("fused") for g in optimizer.param_groups)
 
 
-def training_step(trainer, base_compute_loss, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+def training_step(trainer: Any, base_compute_loss: Any, model: Any, inputs: Any, num_items_in_batch: Any=None) -> torch.Tensor:
     """Forward (under autocast), the loss as its share of the step, backward; returns the detached loss."""
     model.train()
     inputs = trainer._prepare_inputs(inputs)
@@ -122,7 +123,7 @@ def training_step(trainer, base_compute_loss, model, inputs, num_items_in_batch=
     return loss.detach()  # as transformers: its mean over the ranks is the global batch's loss
 
 
-def compute_loss(trainer, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+def compute_loss(trainer: Any, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any=None) -> Any:
     """The model's loss over this micro-batch; given ``num_items_in_batch`` (the step's loss items), its share of
     the step's mean: ``sum / num_items_in_batch``. Label smoothing and ``compute_loss_func`` as in transformers."""
     if uses_chunked_loss(trainer, model, inputs):  # causal LM, training step: no logits tensor (chunked_loss.py)
@@ -162,7 +163,7 @@ def _model_loss(outputs, label_names) -> torch.Tensor:
     return outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
 
 
-def label_smoothing_factor(args, model) -> float:
+def label_smoothing_factor(args: Any, model: Any) -> float:
     """``args.label_smoothing_factor``, or 0 with a warning for a multi-label model (as transformers)."""
     if args.label_smoothing_factor != 0 and \
             getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
@@ -172,7 +173,7 @@ def label_smoothing_factor(args, model) -> float:
     return args.label_smoothing_factor
 
 
-def label_smoothed_loss(outputs, labels, epsilon: float, shift: bool) -> torch.Tensor:
+def label_smoothed_loss(outputs: Any, labels: Any, epsilon: float, shift: bool) -> torch.Tensor:
     logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
     if shift:
         logits = logits[..., :-1, :].contiguous()
@@ -184,7 +185,7 @@ def label_smoothed_loss(outputs, labels, epsilon: float, shift: bool) -> torch.T
                                              ignore_index=-100, label_smoothing=epsilon)
 
 
-def prepare_inputs(inputs, device: torch.device):
+def prepare_inputs(inputs: Any, device: torch.device) -> Any:
     """The batch's tensors on ``device`` (a collator's own list/tuple structure kept, for an overridden
     compute_loss, as transformers)."""
     non_blocking = device.type == "cuda"

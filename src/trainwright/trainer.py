@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -116,8 +117,9 @@ class Trainer(HubMixin):
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
                                   is_world_process_zero=self.dist.is_main_process)
         self.control = TrainerControl()
-        self.callback_states = CallbackStates(self)
-        self.checkpoints = CheckpointManager(self)
+        owner = weakref.proxy(self)  # the components' back-reference: no cycle keeps a finished Trainer alive
+        self.callback_states = CallbackStates(owner)
+        self.checkpoints = CheckpointManager(owner)
         self.stop_signal = StopSignal()
         self.loss_tracker: LossTracker | None = None  # created by train()
         self.throughput: Throughput | None = None

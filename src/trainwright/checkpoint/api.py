@@ -45,15 +45,15 @@ _FOREIGN_STALE_SECONDS = 24 * 3600  # a temp dir of another host is considered a
 
 
 def save_checkpoint(
-    checkpoint_dir,
+    checkpoint_dir: Any,
     *,
-    model,
-    optimizer=None,
-    lr_scheduler=None,
-    scaler=None,
+    model: Any,
+    optimizer: Any=None,
+    lr_scheduler: Any=None,
+    scaler: Any=None,
     trainer_state: dict | None = None,
     training_args: dict | None = None,
-    processing_class=None,
+    processing_class: Any=None,
     save_only_model: bool = False,
     rng_state: bool = True,
     states: Mapping[str, Any] | None = None,
@@ -64,8 +64,7 @@ def save_checkpoint(
     Args:
         checkpoint_dir: the directory to write (``output_dir/checkpoint-<step>``); an existing one is replaced only
             once the new one is complete.
-        model: the model (``save_pretrained`` when it has one, else its ``state_dict``), unwrapped from DDP /
-            torch.compile wrappers.
+        model: the model (``save_pretrained`` when it has one, else its ``state_dict``), unwrapped first.
         optimizer, lr_scheduler, scaler: their ``state_dict()`` (tensors to safetensors, the rest to JSON).
         trainer_state, training_args: JSON-able dicts (``trainer_state.json``, ``training_args.json``).
         processing_class: saved with its ``save_pretrained`` (a tokenizer).
@@ -102,15 +101,19 @@ def save_checkpoint(
         _publish(tmp, final)
         return final
     except BaseException as e:
-        if tmp is not None:
-            safe_fs.remove_tree(tmp)
-        if not isinstance(e, Exception):
-            raise
         hint = "; free disk space or lower save_total_limit" if isinstance(e, OSError) and e.errno == errno.ENOSPC else ""
-        raise CheckpointError(
-            f"could not write checkpoint {final}: {_describe(e)}{hint}. "
-            "Nothing was written there; any earlier checkpoint is intact."
-        ) from e
+        _discard_and_raise(tmp, e, f"could not write checkpoint {final}: {_describe(e)}{hint}. Nothing was written "
+                                   "there; any earlier checkpoint is intact.")
+
+
+def _discard_and_raise(tmp: str | None, e: BaseException, message: str):
+    """After a failed write: the temporary directory removed, then CheckpointError(message) chained to ``e`` (a
+    KeyboardInterrupt or SystemExit passes through as it is)."""
+    if tmp is not None:
+        safe_fs.remove_tree(tmp)
+    if not isinstance(e, Exception):
+        raise e
+    raise CheckpointError(message) from e
 
 
 def _save_run_state(w: _Writer, optimizer, lr_scheduler, scaler, rng_state: bool, states) -> dict:
@@ -138,12 +141,12 @@ def _save_run_state(w: _Writer, optimizer, lr_scheduler, scaler, rng_state: bool
 
 
 def load_checkpoint(
-    checkpoint_dir,
+    checkpoint_dir: Any,
     *,
-    model=None,
-    optimizer=None,
-    lr_scheduler=None,
-    scaler=None,
+    model: Any=None,
+    optimizer: Any=None,
+    lr_scheduler: Any=None,
+    scaler: Any=None,
     restore_rng: bool = True,
     strict_model: bool = True,
     states: Mapping[str, Any] | None = None,
@@ -218,7 +221,7 @@ def _read_run_state(path: str, manifest: dict, objects: dict, restore_rng: bool)
     return parsed
 
 
-def checkpoint_status(path) -> tuple[bool, str]:
+def checkpoint_status(path: Any) -> tuple[bool, str]:
     """(True, "") if ``path`` holds a valid manifest and every file it lists exists with the listed size.
 
     Cheap: hashes are checked by load_checkpoint, not here.
@@ -230,7 +233,7 @@ def checkpoint_status(path) -> tuple[bool, str]:
     return True, ""
 
 
-def list_checkpoints(output_dir) -> list[str]:
+def list_checkpoints(output_dir: Any) -> list[str]:
     """Every ``checkpoint-<N>`` directory in ``output_dir`` (complete or not), sorted by N; temp dirs are ignored."""
     output_dir = os.fspath(output_dir)
     if not os.path.isdir(output_dir):
@@ -243,7 +246,7 @@ def list_checkpoints(output_dir) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir, before=None) -> str | None:
+def latest_checkpoint(output_dir: Any, before: Any=None) -> str | None:
     """The newest complete checkpoint in ``output_dir`` (older than the checkpoint ``before`` when given); each
     newer incomplete one is skipped with a warning. A checkpoint written by transformers.Trainer (it has no
     manifest to check) counts as complete, as transformers' own resume takes the newest one."""
@@ -260,7 +263,7 @@ def latest_checkpoint(output_dir, before=None) -> str | None:
     return None
 
 
-def rotate_checkpoints(output_dir, save_total_limit, best_model_checkpoint=None) -> list[str]:
+def rotate_checkpoints(output_dir: Any, save_total_limit: int | None, best_model_checkpoint: str | None=None) -> list[str]:
     """Delete the oldest complete checkpoints beyond ``save_total_limit``; return the deleted paths.
 
     The newest and the best checkpoint are always kept (with a limit of 1 and a best that is not the newest, both
@@ -287,7 +290,7 @@ def rotate_checkpoints(output_dir, save_total_limit, best_model_checkpoint=None)
     return deleted
 
 
-def save_model_dir(output_dir, model, processing_class=None) -> str:
+def save_model_dir(output_dir: Any, model: Any, processing_class: Any=None) -> str:
     """Write the final model (+ tokenizer) to ``output_dir`` so that ``from_pretrained`` can load it.
 
     If ``output_dir`` does not exist or is empty, it is written as a temp sibling and renamed into place. Otherwise
@@ -315,14 +318,10 @@ def save_model_dir(output_dir, model, processing_class=None) -> str:
         _move_files_in(tmp, final, manifest)
         return final
     except BaseException as e:
-        if tmp is not None:
-            safe_fs.remove_tree(tmp)
-        if not isinstance(e, Exception):
-            raise
-        raise CheckpointError(f"could not save the model to {final}: {_describe(e)}") from e
+        _discard_and_raise(tmp, e, f"could not save the model to {final}: {_describe(e)}")
 
 
-def load_model_weights(path, model) -> None:
+def load_model_weights(path: Any, model: Any) -> None:
     """Load model weights from a checkpoint dir or a model dir (save_model_dir / save_pretrained output)."""
     from .hf import is_hf_checkpoint, read_hf_model_state
 

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import warnings
+from typing import Any
 
 import torch
 
@@ -46,7 +47,7 @@ _TRAINWRIGHT_ONLY = ("optimizer.json", "rng_state.json", "training_args.json", "
 _IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def is_hf_checkpoint(path) -> bool:
+def is_hf_checkpoint(path: Any) -> bool:
     """A directory transformers.Trainer wrote: trainer_state.json and model weights, no trainwright manifest and
     none of the files only trainwright writes."""
     path = os.fspath(path)
@@ -116,7 +117,7 @@ def _weights(path: str) -> dict:
     return state
 
 
-def read_hf_model_state(path) -> dict:
+def read_hf_model_state(path: Any) -> dict:
     """The model weights of a transformers checkpoint (or any save_pretrained directory)."""
     return _weights(os.path.abspath(os.fspath(path)))
 
@@ -224,8 +225,8 @@ def _set_hf_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def load_hf_checkpoint(checkpoint_dir, *, model=None, optimizer=None, lr_scheduler=None, scaler=None,
-                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model=None) -> dict:
+def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any=None, optimizer: Any=None, lr_scheduler: Any=None, scaler: Any=None,
+                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model: Any=None) -> dict:
     """Verify and parse everything first, then restore into the objects given. Returns the same dict as
     ``checkpoint.load_checkpoint`` (``training_args`` and ``extra`` are empty: nothing pickled is read)."""
     from ..state import check_trainer_state

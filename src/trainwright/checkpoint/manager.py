@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from ..distributed import unwrap_model
 from ..errors import CheckpointError, ConfigError
@@ -24,7 +25,7 @@ from .format import PREFIX_CHECKPOINT_DIR
 logger = logging.getLogger("trainwright")
 
 
-def best_metric_key(args) -> str:
+def best_metric_key(args: Any) -> str:
     """``metric_for_best_model`` as the key evaluation produces (``eval_`` prefixed; default ``eval_loss``)."""
     name = args.metric_for_best_model or "loss"
     return name if name.startswith("eval_") else f"eval_{name}"
@@ -33,7 +34,7 @@ def best_metric_key(args) -> str:
 class CheckpointManager:
     """Saves and restores one Trainer's run (see the module docstring)."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.data_order = resume.DataOrder(trainer)
         self.pending_best: tuple | None = None  # (value, step): a new best waiting for its checkpoint
@@ -155,7 +156,7 @@ class CheckpointManager:
             return None
 
     # ------------------------------------------------------------------ resuming
-    def resume_target(self, resume_from_checkpoint) -> tuple[str | None, bool]:
+    def resume_target(self, resume_from_checkpoint: str | bool | None) -> tuple[str | None, bool]:
         """(the checkpoint ``train(resume_from_checkpoint=...)`` resumes from or None, whether a corrupt one may
         give way to an earlier one: with ``True``, the newest complete checkpoint of ``output_dir``)."""
         args = self.trainer.args

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 from ..errors import CheckpointError, CorruptCheckpointError
 
 
-def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optimizer, lr_scheduler, scaler,
-                    rank: int = 0, world_size: int = 1, param_model=None, states=None) -> dict:
+def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model: Any, optimizer: Any, lr_scheduler: Any, scaler: Any,
+                    rank: int = 0, world_size: int = 1, param_model: Any=None, states: Any=None) -> dict:
     """Load ``path`` into the objects and stateful components given; the dict of ``checkpoint.load_checkpoint``
     (its ``path`` is the checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to
     continue exactly (transformers orders the data its own way)."""
@@ -47,7 +48,7 @@ def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model, optim
             path = earlier
 
 
-def train_fingerprint(trainer, fresh: bool = False) -> dict | None:
+def train_fingerprint(trainer: Any, fresh: bool = False) -> dict | None:
     """The train dataset's fingerprint, computed once per dataset object (``fresh`` recomputes it: at resume)."""
     from ..data.columns import has_length
     from ..data.fingerprint import data_fingerprint
@@ -66,7 +67,7 @@ class DataOrder:
     dataset (its fingerprint). Saved with every checkpoint; at resume the saved values are kept in ``saved`` for
     :func:`resume_problems`."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.saved: dict = {}
 
@@ -87,7 +88,7 @@ def legacy_states(extra: dict, global_step: int) -> dict[str, dict]:
     return {"loss": loss, "data_order": {"world_size": extra.get("world_size", 1), "data": extra.get("data")}}
 
 
-def resume_problems(loaded: dict, trainer, saved: dict) -> list[str]:
+def resume_problems(loaded: dict, trainer: Any, saved: dict) -> list[str]:
     """What keeps the run from continuing exactly from the checkpoint ``loaded``, whose :class:`DataOrder` state
     is ``saved``."""
     from ..data.columns import has_length
@@ -118,7 +119,7 @@ def check_steps(loaded: dict, max_steps: int) -> None:
             f"this run, or raise max_steps / num_train_epochs above {step}.")
 
 
-def resume_mismatches(saved_args: dict, saved_world_size: int, args, world_size: int,
+def resume_mismatches(saved_args: dict, saved_world_size: int, args: Any, world_size: int,
                       num_samples: int | None = None) -> list[str]:
     """What stops a run from continuing exactly from a checkpoint saved with ``saved_args`` on
     ``saved_world_size`` processes. The data order is a function of the global batch

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import stat
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -28,7 +29,7 @@ LOCK_NAME = ".trainwright.lock"
 
 
 class OutputDirLock:
-    def __init__(self, output_dir):
+    def __init__(self, output_dir: Any) -> None:
         self.output_dir = os.fspath(output_dir)
         self.path = os.path.join(self.output_dir, LOCK_NAME)
         self._fd: int | None = None
@@ -125,7 +126,7 @@ def _read_holder(fd: int) -> str:
         return "a process that did not record its id"
 
 
-def holds_output_dir_lock(train):
+def holds_output_dir_lock(train: Any) -> Any:
     """Decorates ``Trainer.train``: the writing process locks ``args.output_dir`` for the whole call (re-entrant
     for a subclass whose ``train`` calls ``super().train``) and unlocks it when the call returns or raises."""
     @functools.wraps(train)

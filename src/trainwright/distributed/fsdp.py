@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import warnings
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from ..memory import activation_checkpointing_on
 
 logger = logging.getLogger("trainwright")
 
@@ -51,7 +51,7 @@ class FSDPPlan:
     "full_shard", "full_shard auto_wrap", ["full_shard", "offload"], True, and fsdp_config as a dict or
     the path of a JSON file, with or without "fsdp_" key prefixes)."""
 
-    def __init__(self, fsdp, fsdp_config=None):
+    def __init__(self, fsdp: Any, fsdp_config: Any=None) -> None:
         options = _fsdp_options(fsdp)
         config = _fsdp_config(fsdp_config)
         self.options = options
@@ -145,7 +145,7 @@ def _as_bool(value, name: str) -> bool:
 
 
 # ====================================================================== sharding
-def shard_model(model, plan: FSDPPlan, *, mesh_shape: tuple[int, ...], device: torch.device, mp_policy, log: bool):
+def shard_model(model: Any, plan: FSDPPlan, *, mesh_shape: tuple[int, ...], device: torch.device, mp_policy: Any, log: bool) -> Any:
     """Shard ``model`` in place with ``fully_shard``: the blocks of :func:`_blocks_to_shard` one by one, then the
     root. Every rank first takes rank 0's weights (as DDP does when it wraps). ``mesh_shape`` is ``(world,)`` or, for
     hybrid sharding, ``(nodes, processes per node)``; ``mp_policy`` is the precision's ``MixedPrecisionPolicy``."""
@@ -176,7 +176,15 @@ def shard_model(model, plan: FSDPPlan, *, mesh_shape: tuple[int, ...], device: t
     return model
 
 
-def check_optimizer(optimizer, model) -> None:
+def activation_checkpointing_on(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on (transformers v5 renamed the property)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if name in dir(type(model)):
+            return bool(getattr(model, name))
+    return False
+
+
+def check_optimizer(optimizer: Any, model: Any) -> None:
     """An optimizer built before FSDP2 sharded the model holds the old, unsharded parameters."""
     if optimizer is None:
         return
@@ -223,7 +231,7 @@ def _post_order(module):
     yield module
 
 
-def gather_full_state(model, optimizer=None):
+def gather_full_state(model: Any, optimizer: Any=None) -> tuple:
     """(model view, optimizer view) holding the full state gathered to rank 0's CPU memory (collective)."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
@@ -236,7 +244,7 @@ def gather_full_state(model, optimizer=None):
     return _FullStateModel(model, model_state), optim_view
 
 
-def loading_views(model, optimizer=None):
+def loading_views(model: Any, optimizer: Any=None) -> tuple:
     """(model view, optimizer view) that take a full state and keep this rank's shard (every rank must load)."""
     return _FullStateModel(model), (_FullStateOptimizer(optimizer, model) if optimizer is not None else None)
 

@@ -9,12 +9,12 @@ import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from ..memory import activation_checkpointing_on
-from .fsdp import FSDPPlan
+from .fsdp import FSDPPlan, activation_checkpointing_on
 from .process_group import default_store, ensure_process_group, install_failure_report
 
 logger = logging.getLogger("trainwright")
@@ -23,7 +23,7 @@ logger = logging.getLogger("trainwright")
 EVERY_RANK_CHECK_S = 60.0
 
 
-def select_device(args) -> torch.device:
+def select_device(args: Any) -> torch.device:
     """cuda (this process's local rank), then mps, then cpu; use_cpu=True forces the CPU."""
     if getattr(args, "use_cpu", False):
         return torch.device("cpu")
@@ -37,7 +37,7 @@ def select_device(args) -> torch.device:
 class Distributed:
     """What the loop needs from torch.distributed, and nothing more."""
 
-    def __init__(self, args, device: torch.device):
+    def __init__(self, args: Any, device: torch.device) -> None:
         self.args = args
         self.device = device
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,7 +76,7 @@ class Distributed:
                 logging.getLogger("transformers").setLevel(value)
 
     # ---------------------------------------------------------------- model wrapping
-    def wrap_model(self, model: torch.nn.Module, precision=None) -> torch.nn.Module:
+    def wrap_model(self, model: torch.nn.Module, precision: Any=None) -> torch.nn.Module:
         """The model to train: in a single process ``model`` itself; under torchrun sharded with FSDP2 (``fsdp=``,
         mixed precision from ``precision``) or wrapped in DDP."""
         if not self.enabled:
@@ -118,13 +118,13 @@ class Distributed:
         self.sharded = True
         return model
 
-    def check_optimizer(self, optimizer, model) -> None:
+    def check_optimizer(self, optimizer: Any, model: Any) -> None:
         """An optimizer built before FSDP2 sharded the model holds the old, unsharded parameters."""
         if self.sharded:
             from .fsdp import check_optimizer
             check_optimizer(optimizer, unwrap_model(model))
 
-    def no_sync(self, model, skip: bool):
+    def no_sync(self, model: Any, skip: bool) -> contextlib.AbstractContextManager:
         """Skip the gradient all-reduce on micro-steps that are not the last of an accumulation."""
         if not self.enabled:
             return contextlib.nullcontext()
@@ -135,14 +135,14 @@ class Distributed:
             return model.no_sync()
         return contextlib.nullcontext()
 
-    def shard_iterable(self, dataset, batch_size: int):
+    def shard_iterable(self, dataset: Any, batch_size: int) -> Any:
         """An iterable training set read by every rank: each rank keeps its share of every global batch."""
         if not self.enabled:
             return dataset
         return IterableShard(dataset, batch_size, self.world_size, self.rank)
 
     # ---------------------------------------------------------------- checkpoints
-    def state_for_saving(self, model, optimizer=None):
+    def state_for_saving(self, model: Any, optimizer: Any=None) -> tuple:
         """(model, optimizer) to hand to checkpoint.save_checkpoint / save_model_dir on the writing rank.
 
         Under FSDP2 this is collective (every rank must call it): the full state is gathered to rank 0's
@@ -152,7 +152,7 @@ class Distributed:
         from .fsdp import gather_full_state
         return gather_full_state(unwrap_model(model), optimizer)
 
-    def state_for_loading(self, model, optimizer=None):
+    def state_for_loading(self, model: Any, optimizer: Any=None) -> tuple:
         """(model, optimizer) to hand to checkpoint.load_checkpoint / load_model_weights. Under FSDP2 every
         rank must load (each reads the full state and keeps its own shard)."""
         if not self.sharded:
@@ -184,7 +184,7 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
-    def agreed_signal(self, signum):
+    def agreed_signal(self, signum: int | None) -> int | None:
         """The stop signal any rank received (None if none did), the same on every rank, so that all
         ranks stop and checkpoint at the same step. One tiny all-reduce on a CPU (gloo) group per step:
         the host waits for the other hosts, never for the GPU."""
@@ -240,7 +240,7 @@ class Distributed:
             store.set(key + "/verdict", "ok")
             return
 
-    def all_gather_objects(self, obj) -> list:
+    def all_gather_objects(self, obj: Any) -> list:
         if not self.enabled:
             return [obj]
         import torch.distributed as dist
@@ -254,7 +254,7 @@ class IterableShard(torch.utils.data.IterableDataset):
     ``batch_size x world_size`` rows (a global batch), rank r keeps the r-th contiguous, balanced share,
     as the map-style sampler does; a last run with fewer rows than ranks is dropped (no empty batch)."""
 
-    def __init__(self, dataset, batch_size: int, world_size: int, rank: int):
+    def __init__(self, dataset: Any, batch_size: int, world_size: int, rank: int) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.world_size = world_size

@@ -9,13 +9,14 @@ import json
 import os
 import socket
 import sys
+from typing import Any
 
 import torch
 
 _OWN_GROUP = False  # True once trainwright started the default process group (it destroys it at exit)
 
 
-def ensure_process_group(args, device: torch.device) -> bool:
+def ensure_process_group(args: Any, device: torch.device) -> bool:
     """Start the default process group under torchrun unless it is running: ``ddp_backend``, else nccl on
     CUDA and gloo on the CPU, with ``ddp_timeout``. Used by :class:`Distributed` and by
     ``TrainingArguments.main_process_first``, so both use the same group. A group started by the user's
@@ -88,7 +89,7 @@ def _record_torchrun_error(exc_type, exc, tb) -> None:
         pass
 
 
-def default_store():
+def default_store() -> Any:
     """The default process group's c10d store (None if torch does not expose it)."""
     try:
         from torch.distributed.distributed_c10d import _get_default_store

@@ -30,6 +30,7 @@ Set ``TRAINWRIGHT_SKIP_PREFLIGHT=1`` to turn the checks off (e.g. to work around
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -46,7 +47,7 @@ from .evaluation import MetricsFailed, check_eval
 __all__ = ["MetricsFailed", "SKIP_ENV", "check_eval", "preflight"]
 
 
-def preflight(trainer, train_dataloader) -> None:
+def preflight(trainer: Any, train_dataloader: Any) -> None:
     """All checks for ``trainer.train()``; raises a TrainwrightError before any optimizer step."""
     if os.environ.get(SKIP_ENV, "").strip() in ("1", "true", "True", "yes"):
         return

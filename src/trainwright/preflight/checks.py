@@ -11,7 +11,8 @@ import itertools
 import logging
 import random
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ _POSITION_MODULES = ("position_embeddings", "wpe", "embed_positions")
 
 
 # ================================================================================================ collator
-def check_collator(collator, processing_class, where: str) -> None:
+def check_collator(collator: Any, processing_class: Any, where: str) -> None:
     inner = collator
     while hasattr(inner, "data_collator"):  # RemoveColumnsCollator and similar wrappers
         inner = inner.data_collator
@@ -50,7 +51,7 @@ def check_collator(collator, processing_class, where: str) -> None:
 
 
 # ================================================================================================ first batch
-def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: bool | None = None) -> dict:
+def first_batch(dataloader: Any, where: str, label_names: Any, model: Any=None, takes_mapping: bool | None = None) -> dict:
     """The first ``batch_size`` rows in dataset order, collated by the dataloader's collate_fn, without touching
     the sampler, the workers or any RNG. ``takes_mapping``: the loop calls ``model(**batch)``, so the batch must be
     a dict of tensors (None: not checked)."""
@@ -83,12 +84,12 @@ def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: 
     return dict(batch)
 
 
-def own_loop(trainer) -> bool:
+def own_loop(trainer: Any) -> bool:
     """Whether the Trainer's own training_step and compute_loss run (they call model(**batch))."""
     return not overridden(trainer, "compute_loss", "training_step")
 
 
-def overridden(trainer, *names: str) -> list[str]:
+def overridden(trainer: Any, *names: str) -> list[str]:
     """The methods among ``names`` that the trainer's class takes from user code (a subclass outside trainwright),
     not from trainwright's own classes."""
     found = []
@@ -131,7 +132,7 @@ def _num_labels(model):
     return getattr(config, "num_labels", None) if config is not None else None
 
 
-def vocab_size(model) -> int | None:
+def vocab_size(model: Any) -> int | None:
     get = getattr(model, "get_input_embeddings", None)
     if callable(get):
         try:
@@ -145,7 +146,7 @@ def vocab_size(model) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def position_limit(model) -> tuple[int, str] | None:
+def position_limit(model: Any) -> tuple[int, str] | None:
     """(number of positions, module name) for models with learned absolute position embeddings; None for models
     with relative or rotary positions, which have no hard limit."""
     for name, module in model.named_modules():
@@ -206,7 +207,7 @@ def _row(labels: _Labels, value) -> str:
     return f" (row {i})" if i is not None else ""
 
 
-def check_labels(model, labels: _Labels, where: str, column: str) -> None:
+def check_labels(model: Any, labels: _Labels, where: str, column: str) -> None:
     task = _task(model)
     n = _num_labels(model)
     config = getattr(model, "config", None)
@@ -385,7 +386,7 @@ def _arrow_labels(dataset, column) -> _Labels | None:
     return _Labels(dtype, per_row, lo, hi, widths, nulls, locate)
 
 
-def check_arrow_dataset(model, dataset, where: str, label_names) -> None:
+def check_arrow_dataset(model: Any, dataset: Any, where: str, label_names: Any) -> None:
     """Vectorised scans of a datasets.Dataset: the whole label column, every row's length, and the token ids
     of the first TOKEN_SCAN_ROWS rows."""
     if not _is_arrow_dataset(dataset) or len(dataset) == 0:
@@ -445,7 +446,7 @@ def _raise_bad_token(model, where, column, bad, vocab, row=""):
 
 
 # ================================================================================================ batch checks
-def check_batch(trainer, model, batch: dict, where: str, *, require_labels: bool) -> None:
+def check_batch(trainer: Any, model: Any, batch: dict, where: str, *, require_labels: bool) -> None:
     if not batch:
         return
     label_names = list(trainer.label_names or ["labels"])
@@ -533,7 +534,7 @@ def _preserved_collator(collator):
 
 
 @contextlib.contextmanager
-def preserved_rng():
+def preserved_rng() -> Iterator[None]:
     """Restore the python, numpy and torch (CPU and initialised CUDA) RNG states afterwards."""
     py_state = random.getstate()
     np_state = np.random.get_state()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ from .checks import (SKIP_ENV, _preserved_collator, check_arrow_dataset, check_b
                      overridden, preserved_rng)
 
 
-def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | None:
+def check_eval(trainer: Any, eval_dataset: Any=None, *, dry_run: bool = True) -> dict | None:
     """Checks every eval set like the train set (labels, token ids, lengths) and, with ``dry_run``, evaluates
     one batch of each: compute_metrics must return numbers and metric_for_best_model must be among the
     metrics. Returns the dry-run metrics (or None).
