@@ -85,7 +85,8 @@ def mrpc_dataset(split: str, limit=None):
 @pytest.fixture(scope="session")
 def sst2_small(tokenizer):
     """256 training and 128 dev sentences of SST-2, tokenized (max_length 64)."""
-    tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
+    tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64),
+                                        batched=True)
     ev = sst2_dataset("dev", 128).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
     return tr, ev
 

@@ -73,10 +73,9 @@ def test_pre_refactor_checkpoint_resumes_bit_identically(tmp_path):
 
 
 def test_new_checkpoints_hold_the_run_components_typed_and_resume_like_the_old_format(tmp_path):
+    from conftest import StopAt
     from trainwright.checkpoint import load_checkpoint
     from trainwright.progress import LossTracker
-
-    from conftest import StopAt
 
     _train(tmp_path / "new", callbacks=[StopAt(3)])  # checkpoint-3 of the fixture's run, in today's format
     ckpt = tmp_path / "new" / "checkpoint-3"

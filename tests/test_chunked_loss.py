@@ -123,7 +123,7 @@ def test_training_with_chunked_loss_follows_the_plain_run(tokenizer, tmp_path):
     assert runs[True][0] == pytest.approx(runs[False][0], abs=2e-4)  # logged losses are rounded to 4 digits
     assert runs[True][0][-1] < runs[True][0][0]
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-4)
-    for (name, a), b in zip(runs[True][2].named_parameters(), runs[False][2].parameters()):
+    for a, b in zip(runs[True][2].parameters(), runs[False][2].parameters()):
         close(a, b, tol=1e-4)
     out = runs[True][2].generate(torch.tensor([[101, 2023]]), max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 5)
@@ -163,7 +163,7 @@ def test_whole_model_saves_less_than_the_logits_it_no_longer_keeps(tmp_path):
         trainer._set_up_model_for_training()
         model.train()
         measured[chunked], loss = saved_tensor_bytes(
-            lambda: trainer.compute_loss(model, dict(inputs), num_items_in_batch=100.0),
+            lambda trainer=trainer, model=model: trainer.compute_loss(model, dict(inputs), num_items_in_batch=100.0),
             exclude=list(model.parameters()))
         loss.backward()
     # the fp32 logits are gone (the chunked loss keeps a target id and a float per token instead)

@@ -171,7 +171,7 @@ def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     # rank 0 logs the global batch's loss (not its own share), once: one metrics.jsonl writer
     ref = runs["single"]["logs"]
     assert [s for s, _ in info["logs"]] == [s for s, _ in ref]
-    np.testing.assert_allclose([l for _, l in info["logs"]], [l for _, l in ref], atol=2e-4)
+    np.testing.assert_allclose([loss for _, loss in info["logs"]], [loss for _, loss in ref], atol=2e-4)
     assert _metrics_lines(out) == runs["single"]["metrics_lines"]
     # rows and tokens seen are summed over the ranks: the single process's figures, in the state and the logs
     assert info["counts"] == runs["single"]["counts"] and info["counts"]["samples_seen"] > 0
@@ -202,7 +202,8 @@ def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     out = runs["out"] / "fsdp"
     saved = _load(out)
     _assert_close_weights(saved, runs["single"]["state"])  # 2 x 8 sharded == 1 x 16, resume included
-    np.testing.assert_allclose([l for _, l in record["logs"]], [l for _, l in runs["single"]["logs"]], atol=2e-4)
+    np.testing.assert_allclose([loss for _, loss in record["logs"]], [loss for _, loss in runs["single"]["logs"]],
+                               atol=2e-4)
     from transformers import AutoModelForSequenceClassification
     model = AutoModelForSequenceClassification.from_pretrained(str(out))
     assert type(model).__name__ == "BertForSequenceClassification"
@@ -276,7 +277,8 @@ def test_resume_at_another_world_size_needs_the_same_global_batch(runs, tmp_path
     shutil.copytree(runs["out"] / "ddp" / f"checkpoint-{common.STOP_AT}", tmp_path / f"checkpoint-{common.STOP_AT}")
     trainer = Trainer(common.make_model(tok), common.train_args(tmp_path, per_device_train_batch_size=8),
                       train_dataset=data, processing_class=tok)
-    with pytest.raises(CheckpointError, match=r"global batch .*8 x 2 = 16, now 8 x 1 = 8.*per_device_train_batch_size=16"):
+    with pytest.raises(CheckpointError,
+                       match=r"global batch .*8 x 2 = 16, now 8 x 1 = 8.*per_device_train_batch_size=16"):
         trainer.train(resume_from_checkpoint=True)
     trainer = Trainer(common.make_model(tok), common.train_args(tmp_path, per_device_train_batch_size=16),
                       train_dataset=data, processing_class=tok)
@@ -335,10 +337,12 @@ def test_fsdp_settings_accept_transformers_forms(tmp_path):
     assert FSDPPlan("full_shard offload").offload
     assert not FSDPPlan("no_shard").enabled  # plain DDP
     path = tmp_path / "fsdp.json"
-    path.write_text(json.dumps({"fsdp_transformer_layer_cls_to_wrap": "BertLayer", "fsdp_reshard_after_forward": "false",
+    path.write_text(json.dumps({"fsdp_transformer_layer_cls_to_wrap": "BertLayer",
+                                "fsdp_reshard_after_forward": "false",
                                 "fsdp_backward_prefetch": "backward_pre", "fsdp_version": 2}))
     plan = FSDPPlan("full_shard", str(path))
-    assert plan.layer_classes == ["BertLayer"] and not plan.reshard_after_forward and plan.ignored == ["backward_prefetch"]
+    assert plan.layer_classes == ["BertLayer"] and not plan.reshard_after_forward
+    assert plan.ignored == ["backward_prefetch"]
     with pytest.raises(ConfigError, match="unknown option"):
         FSDPPlan("full_shard zero3")
     with pytest.raises(ConfigError, match="several sharding strategies"):

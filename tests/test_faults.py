@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainwright import (CheckpointError, ConfigError, NonFiniteLossError, Trainer, TrainerCallback,
-                         TrainingArguments)
+from trainwright import CheckpointError, ConfigError, NonFiniteLossError, Trainer, TrainerCallback, TrainingArguments
 from trainwright.checkpoint import checkpoint_status, list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +233,7 @@ def test_best_model_bookkeeping_changes_only_with_a_complete_checkpoint(tmp_path
         assert torch.equal(value, weights[4][name]), name
 
 
-# =============================================================================================== a resume that is not exact
+# ====================================================================================== a resume that is not exact
 def _stopped_run(tmp_path, tokenizer, make_tiny_model, **kw):
     from conftest import StopAt
     Trainer(make_tiny_model(), _args(tmp_path, save_strategy="steps", save_steps=2, seed=7, **kw),

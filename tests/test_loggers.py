@@ -356,7 +356,8 @@ def test_mlflow_params_and_metrics(tmp_path, monkeypatch):
     assert len(params["fsdp_config.note"]) == MAX_PARAM_VAL_LENGTH and params["fsdp_config.note"].endswith("...")
 
     def history(key):
-        return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        history = client.get_metric_history(run.info.run_id, key)
+        return [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)]
 
     assert history("loss") == [(s, train_log(s)["loss"]) for s in (5, 10, 15, 20)]
     assert history("learning_rate") == [(s, train_log(s)["learning_rate"]) for s in (5, 10, 15, 20)]

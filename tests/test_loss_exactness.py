@@ -169,7 +169,7 @@ def test_custom_label_names(tmp_path, tokenizer):
                   data_collator=_pad_collator("targets"))
 
 
-# ------------------------------------------------------------------------------------------------ (c) num_items_in_batch
+# ------------------------------------------------------------------------------------------ (c) num_items_in_batch
 class ShiftingLM(torch.nn.Module):
     """A small causal LM (not named like one, so the Trainer does not know it shifts) that takes
     ``num_items_in_batch`` and returns ``sum / num_items_in_batch``: exact only if that count is passed to it."""

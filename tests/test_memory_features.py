@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from memory_support import causal_batch, saved_tensor_bytes, shakespeare_lm_dataset, tiny_causal_lm
-from trainwright import (ConfigError, DataCollatorForLanguageModeling, ModelError, Trainer, TrainerCallback,
-                         TrainingArguments)
+from trainwright import (
+    ConfigError,
+    DataCollatorForLanguageModeling,
+    ModelError,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 
 def _args(tmp_path, name="out", **kw):
@@ -29,6 +35,7 @@ def test_neftune_noise_is_transformers_noise():
     """Same RNG state: our hook's output equals transformers' neftune_post_forward_hook bit for bit; no noise in
     eval mode."""
     from transformers.integrations.neftune import neftune_post_forward_hook
+
     from trainwright.neftune import neftune_hook
     emb = torch.nn.Embedding(50, 16)
     emb.neftune_noise_alpha = 5.0

@@ -22,7 +22,8 @@ def load_dataset(name, config=None, **kw):
     if name == "imdb":
         with open(DATA / "imdb" / "texts.csv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
-        split = {"train": [r for r in rows if r["is_valid"] == "False"], "test": [r for r in rows if r["is_valid"] == "True"]}
+        split = {"train": [r for r in rows if r["is_valid"] == "False"],
+                 "test": [r for r in rows if r["is_valid"] == "True"]}
         return DatasetDict({k: Dataset.from_dict({"text": [r["text"] for r in v],
                                                   "label": [int(r["label"] == "positive") for r in v]})
                             for k, v in split.items()})
@@ -41,7 +42,11 @@ def tiny_checkpoint(tmp_path, tokenizer):
 
 def test_seed_000_sst2_best_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # seed: one `from transformers import (...)`
+    from transformers import (  # seed: one `from transformers import (...)`
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
     from trainwright import DataCollatorWithPadding, Trainer, TrainingArguments  # for all five names
     from trainwright import metrics as evaluate  # seed: import evaluate
 
@@ -204,7 +209,9 @@ def test_seed_003_mrpc_course(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from transformers import AutoTokenizer
 
-    from trainwright import DataCollatorWithPadding  # seed: from transformers import AutoTokenizer, DataCollatorWithPadding
+    from trainwright import (
+        DataCollatorWithPadding,  # seed: from transformers import AutoTokenizer, DataCollatorWithPadding
+    )
 
     raw_datasets = load_dataset("glue", "mrpc")
     checkpoint = minilm_path()  # seed: "bert-base-uncased"

@@ -117,7 +117,8 @@ def test_evaluate_override_with_best_model(tmp_path, tokenizer, make_tiny_model,
     counter = Counter()
     examples = dev.select(range(40))
     trainer = PostProcessingTrainer(make_tiny_model(), _best_args(tmp_path, "balanced_accuracy"),
-                                    train_dataset=train.select(range(64)), eval_dataset=examples.remove_columns("label"),
+                                    train_dataset=train.select(range(64)),
+                                    eval_dataset=examples.remove_columns("label"),
                                     processing_class=tokenizer, compute_metrics=_balanced_accuracy,
                                     eval_examples=examples, post_process_function=_post_process, callbacks=[counter])
     trainer.train()

@@ -14,13 +14,20 @@ import pytest
 import torch
 
 from conftest import DATA, LABEL2ID, NER_LABELS, needs_data, read_conll
-from trainwright import (ConfigError, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
-                         DataCollatorForTokenClassification, DataCollatorWithFlattening, Seq2SeqTrainer,
-                         Seq2SeqTrainingArguments, Trainer, TrainingArguments, metrics)
+from trainwright import (
+    ConfigError,
+    DataCollatorForLanguageModeling,
+    DataCollatorForSeq2Seq,
+    DataCollatorForTokenClassification,
+    DataCollatorWithFlattening,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainingArguments,
+    metrics,
+)
 from trainwright.data.packing import DataCollatorForPackedRows, pack_dataset
 from trainwright.data.token_classification import tokenize_and_align_labels
-
-
 
 QUIET = dict(report_to="none", disable_tqdm=True, save_strategy="no", write_report=False, seed=0)
 
@@ -76,9 +83,9 @@ def ner_compute_metrics(eval_pred):
     seqeval = metrics.load("seqeval")
     logits, labels = eval_pred
     predictions = np.argmax(logits, axis=-1)
-    true_predictions = [[NER_LABELS[p] for p, l in zip(pred, lab) if l != -100]
+    true_predictions = [[NER_LABELS[p] for p, tag in zip(pred, lab) if tag != -100]
                         for pred, lab in zip(predictions, labels)]
-    true_labels = [[NER_LABELS[l] for p, l in zip(pred, lab) if l != -100]
+    true_labels = [[NER_LABELS[tag] for p, tag in zip(pred, lab) if tag != -100]
                    for pred, lab in zip(predictions, labels)]
     results = seqeval.compute(predictions=true_predictions, references=true_labels, zero_division=0)
     return {"precision": results["overall_precision"], "recall": results["overall_recall"],
@@ -181,7 +188,7 @@ def bleu_metrics(tokenizer, vocab):
         decoded_preds = tokenizer.batch_decode(vocab.decode_ids(preds), skip_special_tokens=True)
         decoded_labels = tokenizer.batch_decode(vocab.decode_ids(labels), skip_special_tokens=True)
         result = sacrebleu.compute(predictions=[p.strip() for p in decoded_preds],
-                                   references=[[l.strip()] for l in decoded_labels])
+                                   references=[[text.strip()] for text in decoded_labels])
         gen_len = np.mean([np.count_nonzero((p != 0) & (p != 1)) for p in preds])
         return {"bleu": result["score"], "gen_len": float(gen_len)}
     return compute_metrics
@@ -365,7 +372,7 @@ def test_seq2seq_compute_metrics_gets_generated_ids(tokenizer, toy_pairs, tmp_pa
 
     def compute_metrics(eval_pred):
         seen["preds"], seen["labels"] = eval_pred.predictions, eval_pred.label_ids
-        exact = [np.array_equal(p[1:1 + (l != -100).sum()], l[l != -100]) for p, l in zip(*eval_pred)]
+        exact = [np.array_equal(p[1:1 + (ref != -100).sum()], ref[ref != -100]) for p, ref in zip(*eval_pred)]
         return {"exact": float(np.mean(exact))}
 
     model = tiny_bart(tokenizer, 50)

@@ -24,9 +24,22 @@ from typing import Any, Literal
 from .args_compat import convert_transformers_args, hf_types
 from .args_runtime import LOG_LEVELS, ProcessView
 from .args_setters import Setters
-from .args_validate import (DICT_FIELDS, HUB_STRATEGIES, METRIC_SCHEDULERS, OPTIMIZERS, REMOVED,  # noqa: F401
-                            RENAMED, SAMPLING, SAVE_STRATEGIES, SCHEDULERS, STRATEGIES, UNSUPPORTED, field_default,
-                            map_old_names, validate)
+from .args_validate import (  # noqa: F401
+    DICT_FIELDS,
+    HUB_STRATEGIES,
+    METRIC_SCHEDULERS,
+    OPTIMIZERS,
+    REMOVED,
+    RENAMED,
+    SAMPLING,
+    SAVE_STRATEGIES,
+    SCHEDULERS,
+    STRATEGIES,
+    UNSUPPORTED,
+    field_default,
+    map_old_names,
+    validate,
+)
 from .errors import ConfigError, did_you_mean
 
 
@@ -89,7 +102,8 @@ class TrainingArguments(ProcessView, Setters):
     use_liger_kernel: bool = _arg(False, "Not supported (Liger kernels).")
     liger_kernel_config: dict[str, bool] | None = _arg(None, "Not supported (Liger kernels).")
     use_cache: bool = _arg(False, "Value of model.config.use_cache while training.")
-    neftune_noise_alpha: float | None = _arg(None, "NEFTune: noise of this scale on the input embeddings while training.")
+    neftune_noise_alpha: float | None = _arg(None,
+                                             "NEFTune: noise of this scale on the input embeddings while training.")
     torch_empty_cache_steps: int | None = _arg(None, "Empty the device cache every N steps.")
     auto_find_batch_size: bool = _arg(False, "Not supported (automatic batch-size search).")
     # --- logging
@@ -135,7 +149,8 @@ class TrainingArguments(ProcessView, Setters):
     hub_token: str | None = _arg(None, "Token for the Hub (default: the logged-in token).")
     hub_private_repo: bool | None = _arg(None, "Create the Hub repository as private.")
     hub_model_id: str | None = _arg(None, "Hub repository to push to (default: the output_dir name).")
-    hub_strategy: hf_types.HubStrategy | str = _arg("every_save", "What to push and when: end, every_save, checkpoint or all_checkpoints.")
+    hub_strategy: hf_types.HubStrategy | str = _arg(
+        "every_save", "What to push and when: end, every_save, checkpoint or all_checkpoints.")
     hub_always_push: bool = _arg(False, "Push every save even while the previous push runs.")
     hub_revision: str | None = _arg(None, "Branch of the Hub repository to push to.")
     load_best_model_at_end: bool = _arg(False, "Load the best checkpoint at the end of training.")
@@ -260,17 +275,17 @@ class TrainingArguments(ProcessView, Setters):
         return {k: v if type(v) in (bool, int, float, str) else str(v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls: Any, data: dict[str, Any]) -> "TrainingArguments":
+    def from_dict(cls: Any, data: dict[str, Any]) -> TrainingArguments:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json_file(cls: Any, path: str) -> "TrainingArguments":
+    def from_json_file(cls: Any, path: str) -> TrainingArguments:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
     @classmethod
-    def from_transformers(cls: Any, hf_args: Any) -> "TrainingArguments":
+    def from_transformers(cls: Any, hf_args: Any) -> TrainingArguments:
         """trainwright arguments from a ``transformers.TrainingArguments`` (or ``Seq2SeqTrainingArguments``):
         the fields set away from transformers' defaults are carried over and validated here (an unsupported
         value raises naming the field); the others keep trainwright's defaults."""

@@ -26,7 +26,8 @@ class Setters:
 
     def set_training(self, learning_rate: float = 5e-5, batch_size: int = 8, weight_decay: float = 0,
                      num_epochs: float = 3, max_steps: int = -1, gradient_accumulation_steps: int = 1,
-                     seed: int = 42, activation_checkpointing: bool = False, gradient_checkpointing: bool | None = None) -> Any:
+                     seed: int = 42, activation_checkpointing: bool = False,
+                     gradient_checkpointing: bool | None = None) -> Any:
         """Training basics; also sets ``do_train=True``."""
         if gradient_checkpointing is not None:
             warnings.warn("`gradient_checkpointing` is deprecated: use `activation_checkpointing`.", FutureWarning,
@@ -38,7 +39,7 @@ class Setters:
                                 activation_checkpointing=activation_checkpointing,
                                 gradient_checkpointing=activation_checkpointing)
 
-    def set_evaluate(self, strategy: Any="no", steps: int = 500, batch_size: int = 8,
+    def set_evaluate(self, strategy: Any = "no", steps: int = 500, batch_size: int = 8,
                      accumulation_steps: int | None = None, delay: float | None = None, loss_only: bool = False) -> Any:
         """Evaluation settings; ``do_eval`` becomes ``strategy != "no"``."""
         strategy = getattr(strategy, "value", strategy)
@@ -52,7 +53,7 @@ class Setters:
         """Prediction settings; also sets ``do_predict=True``."""
         return self._set_fields(do_predict=True, per_device_eval_batch_size=batch_size, prediction_loss_only=loss_only)
 
-    def set_save(self, strategy: Any="steps", steps: int = 500, total_limit: int | None = None,
+    def set_save(self, strategy: Any = "steps", steps: int = 500, total_limit: int | None = None,
                  on_each_node: bool = False) -> Any:
         """Checkpoint settings."""
         strategy = getattr(strategy, "value", strategy)
@@ -61,7 +62,7 @@ class Setters:
         return self._set_fields(save_strategy=strategy, save_steps=steps, save_total_limit=total_limit,
                                 save_on_each_node=on_each_node)
 
-    def set_logging(self, strategy: Any="steps", steps: int = 500, report_to: Any="none", level: str = "passive",
+    def set_logging(self, strategy: Any = "steps", steps: int = 500, report_to: Any = "none", level: str = "passive",
                     first_step: bool = False, nan_inf_filter: bool = False, on_each_node: bool = False,
                     replica_level: str = "passive") -> Any:
         """Logging settings."""
@@ -72,21 +73,24 @@ class Setters:
                                 logging_first_step=first_step, logging_nan_inf_filter=nan_inf_filter,
                                 log_on_each_node=on_each_node, log_level_replica=replica_level)
 
-    def set_push_to_hub(self, model_id: str, strategy: Any="every_save", token: str | None = None,
-                        private_repo: bool | None = None, always_push: bool = False, revision: str | None = None) -> Any:
+    def set_push_to_hub(self, model_id: str, strategy: Any = "every_save", token: str | None = None,
+                        private_repo: bool | None = None, always_push: bool = False,
+                        revision: str | None = None) -> Any:
         """Push to the Hub as transformers' ``set_push_to_hub`` (see docs/sharing.md)."""
-        return self._set_fields(push_to_hub=True, hub_model_id=model_id, hub_strategy=getattr(strategy, "value", strategy),
+        return self._set_fields(push_to_hub=True, hub_model_id=model_id, hub_strategy=getattr(strategy, "value",
+                                                                                              strategy),
                                 hub_token=token, hub_private_repo=private_repo, hub_always_push=always_push,
                                 hub_revision=revision)
 
-    def set_optimizer(self, name: Any="adamw_torch", learning_rate: float = 5e-5, weight_decay: float = 0,
+    def set_optimizer(self, name: Any = "adamw_torch", learning_rate: float = 5e-5, weight_decay: float = 0,
                       beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, args: str | None = None) -> Any:
         """Optimizer and its hyperparameters."""
         return self._set_fields(optim=getattr(name, "value", name), learning_rate=learning_rate,
                                 weight_decay=weight_decay, adam_beta1=beta1, adam_beta2=beta2, adam_epsilon=epsilon,
                                 optim_args=args)
 
-    def set_lr_scheduler(self, name: Any="linear", num_epochs: float = 3.0, max_steps: int = -1, warmup_steps: float = 0) -> Any:
+    def set_lr_scheduler(self, name: Any = "linear", num_epochs: float = 3.0, max_steps: int = -1,
+                         warmup_steps: float = 0) -> Any:
         """Learning-rate schedule and training length."""
         return self._set_fields(lr_scheduler_type=getattr(name, "value", name), num_train_epochs=num_epochs,
                                 max_steps=max_steps, warmup_steps=warmup_steps)
@@ -97,7 +101,8 @@ class Setters:
                        in_order: bool = True, auto_find_batch_size: bool = False, ignore_data_skip: bool = False,
                        sampler_seed: int | None = None) -> Any:
         """Data loader settings."""
-        return self._set_fields(per_device_train_batch_size=train_batch_size, per_device_eval_batch_size=eval_batch_size,
+        return self._set_fields(per_device_train_batch_size=train_batch_size,
+                                per_device_eval_batch_size=eval_batch_size,
                                 dataloader_drop_last=drop_last, dataloader_num_workers=num_workers,
                                 dataloader_pin_memory=pin_memory, dataloader_persistent_workers=persistent_workers,
                                 dataloader_prefetch_factor=prefetch_factor,

@@ -197,7 +197,8 @@ def _check_numbers(args) -> None:
         _positive_int(args, name)
     _positive_int(args, "dataloader_num_workers", allow_zero=True)
     if not isinstance(args.max_steps, int) or args.max_steps == 0 or args.max_steps < -1:
-        raise ConfigError(f"max_steps={args.max_steps!r} must be a positive integer, or -1 to train for num_train_epochs.")
+        raise ConfigError(f"max_steps={args.max_steps!r} must be a positive integer, or -1 to train for "
+                          "num_train_epochs.")
     if args.max_steps < 0 and not (args.num_train_epochs > 0):
         raise ConfigError(f"num_train_epochs={args.num_train_epochs!r} must be > 0 (or set max_steps).")
     if not (isinstance(args.learning_rate, (int, float)) and args.learning_rate >= 0

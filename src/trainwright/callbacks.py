@@ -176,7 +176,7 @@ class TrainerCallback:
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         pass
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None=None,
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
                **kwargs: Any) -> None:
         pass
 
@@ -388,7 +388,7 @@ class ProgressCallback(TrainerCallback):
             self.current_step = state.global_step
 
     def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                           eval_dataloader: Any=None, **kwargs: Any) -> None:
+                           eval_dataloader: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and eval_dataloader is not None and _has_len(eval_dataloader):
             if self.prediction_bar is None:
                 from tqdm.auto import tqdm
@@ -407,7 +407,7 @@ class ProgressCallback(TrainerCallback):
             self.prediction_bar.close()
         self.prediction_bar = None
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None=None,
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
                **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.last_training_loss = logs["loss"]
@@ -433,7 +433,8 @@ class ProgressCallback(TrainerCallback):
                    and not k.endswith(("_runtime", "_per_second")) and k != f"{prefix}_loss"}
         row = {"Epoch": f"{state.epoch:.2f}" if state.epoch is not None else "-",
                "Step": str(state.global_step),
-               "Training Loss": f"{self.last_training_loss:.4f}" if getattr(self, "last_training_loss", None) is not None else "-",
+               "Training Loss": f"{self.last_training_loss:.4f}" if getattr(self, "last_training_loss",
+                                                                            None) is not None else "-",
                "Validation Loss": f"{logs[prefix + '_loss']:.4f}" if prefix + "_loss" in logs else "-"}
         for k, v in metrics.items():
             row[k.replace("_", " ").title()] = f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -456,7 +457,7 @@ def _has_len(obj) -> bool:
 class PrinterCallback(TrainerCallback):
     """Used instead of the progress bar when disable_tqdm=True: prints each log dict."""
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None=None,
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
                **kwargs: Any) -> None:
         _ = logs.pop("total_flos", None) if logs else None
         if state.is_local_process_zero and logs:

@@ -46,7 +46,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     optional label smoothing, computed ``chunk_size`` tokens at a time. Returns a 0-dim fp32 tensor."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, chunk_size: int, smoothing: float, compute_dtype: Any) -> torch.Tensor:
+    def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, chunk_size: int, smoothing: float,
+                compute_dtype: Any) -> torch.Tensor:
         n = hidden.shape[0]
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -147,7 +148,8 @@ def chunk_size_for(setting: Any, vocab_size: int) -> int:
 
 
 # ====================================================================== the Trainer's side
-def compute_chunked_loss(trainer: Any, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any=None) -> Any:
+def compute_chunked_loss(trainer: Any, model: Any, inputs: dict, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
     """``Trainer.compute_loss`` for a training step with ``chunked_cross_entropy``: the model runs with its
     ``lm_head`` returning the summed loss; the result is ``sum / num_items_in_batch`` (or the mean over this
     micro-batch's label tokens without it), as the plain path returns."""

@@ -13,10 +13,15 @@ import torch
 
 from .data.batch_seeds import with_batch_seeds
 from .data.collator import RemoveColumnsCollator
-from .data.columns import (check_not_column_dict, dropped_columns, has_length, is_iterable_dataset,
-                           prepare_columns)
-from .data.samplers import (EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler, collator_padding,
-                            dataset_lengths, is_row_preserving)
+from .data.columns import check_not_column_dict, dropped_columns, has_length, is_iterable_dataset, prepare_columns
+from .data.samplers import (
+    EvalBatchSampler,
+    ResumableBatchSampler,
+    TokenBudgetBatchSampler,
+    collator_padding,
+    dataset_lengths,
+    is_row_preserving,
+)
 from .distributed import unwrap_model
 from .errors import ConfigError, DataError
 

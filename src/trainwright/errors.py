@@ -36,7 +36,7 @@ class CorruptCheckpointError(CheckpointError):
     """A checkpoint's files are incomplete or do not match its manifest (nothing was loaded from it)."""
 
 
-def did_you_mean(value: Any, choices: Any, *, n: int = 1, cutoff: float = 0.6, show: Any=repr) -> str:
+def did_you_mean(value: Any, choices: Any, *, n: int = 1, cutoff: float = 0.6, show: Any = repr) -> str:
     """The hint ending a message about an unknown name: ``" Did you mean 'epoch'?"`` naming the closest of
     ``choices`` to ``value`` (up to ``n``, joined by ", ", each written by ``show``), or ``""`` when none is close.
 

@@ -32,7 +32,8 @@ class EvalLoopOutput:
         self.predictions, self.label_ids, self.metrics, self.num_samples = predictions, label_ids, metrics, num_samples
 
 
-def run_evaluation(trainer: Any, dataloader: Any, description: str, ignore_keys: Any, metric_key_prefix: str, prediction_loss_only: Any,
+def run_evaluation(trainer: Any, dataloader: Any, description: str, ignore_keys: Any, metric_key_prefix: str,
+                   prediction_loss_only: Any,
                    quiet: bool) -> EvalLoopOutput:
     """``trainer.evaluation_loop`` plus the speed metrics (see ``Trainer._run_evaluation``)."""
     previous = getattr(trainer, "_eval_quiet", False)
@@ -60,7 +61,8 @@ def compute_metrics(trainer: Any, eval_prediction: EvalPrediction) -> dict[str, 
     return check_metrics(result)
 
 
-def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | None, ignore_keys: Any, metric_key_prefix: str) -> EvalLoopOutput:
+def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | None, ignore_keys: Any,
+                    metric_key_prefix: str) -> EvalLoopOutput:
     """Runs ``trainer.prediction_step`` over ``dataloader``; see the module docstring."""
     args = trainer.args
     prediction_loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
@@ -123,7 +125,8 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
             loss_sum, num_samples, concat_to_numpy(inputs_host) if inputs_host else None)
 
 
-def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: Any, num_samples: int, inputs: Any=None) -> tuple:
+def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: Any, num_samples: int,
+                       inputs: Any = None) -> tuple:
     """All ranks' outputs concatenated in rank order (ranks hold contiguous runs of the batches, so this is the
     single-process order); a rank without rows contributes nothing."""
     parts = dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs))
@@ -135,7 +138,8 @@ def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: An
     return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
 
 
-def prediction_step(trainer: Any, model: Any, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None) -> tuple:
+def prediction_step(trainer: Any, model: Any, inputs: dict, prediction_loss_only: bool,
+                    ignore_keys: list[str] | None) -> tuple:
     """(loss, logits, labels) of one batch: the loss through ``trainer.compute_loss`` when the batch has every label
     column, the outputs other than the loss (and ``ignore_keys``) as the logits."""
     has_labels = bool(trainer.label_names) and all(inputs.get(k) is not None for k in trainer.label_names)

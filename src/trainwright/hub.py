@@ -109,6 +109,7 @@ def _clean_token(token):
 
 def _api(endpoint: str | None = None):
     from huggingface_hub import HfApi
+
     from . import __version__
     return HfApi(endpoint=endpoint or hub_endpoint(), library_name="trainwright", library_version=__version__)
 
@@ -207,7 +208,7 @@ def modeling_files(checkpoint: str) -> list[str]:
     return names
 
 
-def overlay_checkpoint_model(checkpoint: str, dest: str, processing_class: Any=None) -> None:
+def overlay_checkpoint_model(checkpoint: str, dest: str, processing_class: Any = None) -> None:
     """The checkpoint's model files over the root snapshot in ``dest`` (its manifest would no longer describe
     the weights, so it is left out), and the tokenizer saved again, as transformers does at each save."""
     stale = os.path.join(dest, _MANIFEST)
@@ -229,8 +230,9 @@ def snapshot_checkpoint(checkpoint: str, dest: str) -> None:
 
 
 # ====================================================================== model card (fallback)
-def minimal_model_card(model_name: str, args: dict | None = None, tags: Any=None, finetuned_from: Any=None, license: Any=None,
-                       language: Any=None, dataset: Any=None, **_ignored: Any) -> str:
+def minimal_model_card(model_name: str, args: dict | None = None, tags: Any = None, finetuned_from: Any = None,
+                       license: Any = None,
+                       language: Any = None, dataset: Any = None, **_ignored: Any) -> str:
     """A short README.md (YAML front matter + hyperparameters), used when the Trainer has no
     ``create_model_card`` and by ``trainwright push`` for a run without a README.md."""
     tags = [tags] if isinstance(tags, str) else list(tags or [])
@@ -240,7 +242,8 @@ def minimal_model_card(model_name: str, args: dict | None = None, tags: Any=None
     dataset = [dataset] if isinstance(dataset, str) else dataset
     meta = ["---", "library_name: transformers"] + [
         f"{key}: {json.dumps(value)}" for key, value in (("license", license), ("language", language),
-                                                         ("base_model", finetuned_from), ("datasets", dataset)) if value]
+                                                         ("base_model", finetuned_from), ("datasets",
+                                                                                          dataset)) if value]
     meta.append("tags:")
     meta += [f"- {json.dumps(t)}" for t in tags]
     meta += ["model-index:", f"- name: {json.dumps(model_name)}", "  results: []", "---", ""]
@@ -293,7 +296,7 @@ class HubSync:
     def repo_name(self) -> str:
         return self.args.hub_model_id or Path(self.output_dir).name
 
-    def create_repo(self, token: Any=None, private: Any=None) -> str:
+    def create_repo(self, token: Any = None, private: Any = None) -> str:
         token = _clean_token(token if token is not None else self.args.hub_token)
         private = private if private is not None else self.args.hub_private_repo
         self.repo_id = _create_repo(self.api, self.repo_name, token, private, self.output_dir)
@@ -309,8 +312,9 @@ class HubSync:
             futures.wait(self.jobs)
         self.jobs = [j for j in self.jobs if not j.done()]
 
-    def new_push(self, commit_message: str, revision: Any=None, token: Any=None, checkpoint_path_in_repo: Any=None,
-                 what: Any="output_dir") -> _Push:
+    def new_push(self, commit_message: str, revision: Any = None, token: Any = None,
+                 checkpoint_path_in_repo: Any = None,
+                 what: Any = "output_dir") -> _Push:
         stage = new_staging_dir(self.output_dir)
         return _Push(stage, commit_message, revision if revision is not None else self.args.hub_revision,
                      _clean_token(token if token is not None else self.args.hub_token), checkpoint_path_in_repo, what)
@@ -404,7 +408,8 @@ class HubMixin:
         self.hub_model_id = self._hub_sync().create_repo(token=token, private=private)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs: Any) -> Any:
+                    token: str | None = None, revision: str | None = None, private: bool | None = None,
+                    **kwargs: Any) -> Any:
         """Saves the model (``save_model``) and a model card in ``output_dir`` and uploads ``output_dir`` (without
         ``_*`` and ``checkpoint-*``) to the repo ``args.hub_model_id``, after the pushes in flight. Returns the
         ``CommitInfo``, or with ``blocking=False`` a ``Future`` of it. Raises ``HubError`` when it cannot push

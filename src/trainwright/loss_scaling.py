@@ -44,7 +44,7 @@ def label_tensor(batch: Mapping, label_names: Any) -> tuple[str | None, object]:
     return None, None
 
 
-def count_items(batch: Mapping, label_names: Any=(), shift: bool = False) -> int:
+def count_items(batch: Mapping, label_names: Any = (), shift: bool = False) -> int:
     """The number of items this micro-batch's mean loss averages over (see the module docstring)."""
     if not isinstance(batch, Mapping):
         return rows(batch)

@@ -7,8 +7,9 @@ checkpointing on; the new name wins when both are given, as in transformers. ``*
 """
 from __future__ import annotations
 
-import torch
 from typing import Any
+
+import torch
 
 from .errors import ConfigError, ModelError
 
@@ -41,7 +42,8 @@ def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> bool:
         if callable(enable):
             enable(activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload)
         elif callable(getattr(model, "gradient_checkpointing_enable", None)):
-            extra = {} if every_n_layers == 1 and not offload else {"every_n_layers": every_n_layers, "offload": offload}
+            extra = {} if every_n_layers == 1 and not offload else {"every_n_layers": every_n_layers,
+                                                                    "offload": offload}
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None, **extra)
         else:
             raise ModelError(f"{name}=True but {type(model).__name__} has no activation_checkpointing_enable() (it is "

@@ -51,8 +51,10 @@ _NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "s
 
 
 # ================================================================================================ entry point
-def create_model_card(trainer: Any, language: Any=None, license: Any=None, tags: Any=None, model_name: Any=None, finetuned_from: Any=None,
-                      tasks: Any=None, dataset_tags: Any=None, dataset: Any=None, dataset_args: Any=None) -> str | None:
+def create_model_card(trainer: Any, language: Any = None, license: Any = None, tags: Any = None,
+                      model_name: Any = None, finetuned_from: Any = None,
+                      tasks: Any = None, dataset_tags: Any = None, dataset: Any = None,
+                      dataset_args: Any = None) -> str | None:
     """Writes ``output_dir/README.md``; returns its path, or None on the other ranks or when the write failed."""
     if not trainer.is_world_process_zero():
         return None
@@ -64,8 +66,9 @@ def create_model_card(trainer: Any, language: Any=None, license: Any=None, tags:
     return path if _write_atomically(path, text) else None
 
 
-def model_card_text(trainer: Any, language: Any=None, license: Any=None, tags: Any=None, model_name: Any=None, finetuned_from: Any=None,
-                    tasks: Any=None, dataset_tags: Any=None, dataset: Any=None, dataset_args: Any=None) -> str:
+def model_card_text(trainer: Any, language: Any = None, license: Any = None, tags: Any = None, model_name: Any = None,
+                    finetuned_from: Any = None,
+                    tasks: Any = None, dataset_tags: Any = None, dataset: Any = None, dataset_args: Any = None) -> str:
     """The card as a string (front matter + body)."""
     import yaml
 

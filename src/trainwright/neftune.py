@@ -55,7 +55,7 @@ class NEFTuneCallback(TrainerCallback):
         self._handle = None
         self._module = None
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any=None, **kwargs: Any) -> None:
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self.remove()  # a train() that ended with an exception left its hook: never two
         module = input_embeddings(model)
         module.neftune_noise_alpha = self.alpha

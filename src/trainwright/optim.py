@@ -90,7 +90,8 @@ def _parse_optim_args(optim_args: str | None) -> dict:
 
 
 # ---------------------------------------------------------------- schedules
-def create_scheduler(name: str, optimizer: Any, num_warmup_steps: int, num_training_steps: int, kwargs: dict | None = None) -> Any:
+def create_scheduler(name: str, optimizer: Any, num_warmup_steps: int, num_training_steps: int,
+                     kwargs: dict | None = None) -> Any:
     """Any transformers ``lr_scheduler_type``, built by transformers' own ``get_scheduler`` with
     ``lr_scheduler_kwargs`` passed through. A wrong keyword raises ``ConfigError`` naming lr_scheduler_kwargs."""
     from transformers.optimization import get_scheduler

@@ -13,7 +13,7 @@ class EvalPrediction:
     """What compute_metrics receives: ``predictions`` and ``label_ids`` (numpy, in dataset order).
     Unpacks as ``logits, labels = eval_pred`` (or with inputs when include_for_metrics has 'inputs')."""
 
-    def __init__(self, predictions: Any, label_ids: Any, inputs: Any=None, losses: Any=None) -> None:
+    def __init__(self, predictions: Any, label_ids: Any, inputs: Any = None, losses: Any = None) -> None:
         self.predictions = predictions
         self.label_ids = label_ids
         self.inputs = inputs

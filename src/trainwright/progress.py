@@ -106,7 +106,7 @@ class Throughput:
     a checkpoint and at the end of ``train()``) sums the counts over the ranks into the state, so ``samples_seen``,
     ``num_input_tokens_seen``, ``total_flos`` and the logged rates are global figures, as in transformers."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dist: Any=None) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, dist: Any = None) -> None:
         self.dist = dist
         self.last_time = time.time()
         self._resumed_seconds = 0.0

@@ -344,7 +344,8 @@ def _summary_rows(run: RunData) -> list[tuple[str, str]]:
         model = begin["model"]
         if begin.get("num_parameters") is not None:
             model += f" ({format_number(begin['num_parameters'])} params"
-            if begin.get("trainable_parameters") is not None and begin["trainable_parameters"] != begin["num_parameters"]:
+            if begin.get("trainable_parameters") is not None and \
+                    begin["trainable_parameters"] != begin["num_parameters"]:
                 model += f", {format_number(begin['trainable_parameters'])} trainable"
             model += ")"
         rows.append(("model", model))
@@ -385,7 +386,8 @@ def _summary_rows(run: RunData) -> list[tuple[str, str]]:
         rows.append(("best metric", "—"))
     rows.append(("best checkpoint", best["checkpoint"] or "—"))
     seconds, exact = _runtime(run)
-    rows.append(("runtime", _fmt_duration(seconds) + ("" if exact or seconds is None else " (wall clock, approximate)")))
+    approximate = "" if exact or seconds is None else " (wall clock, approximate)"
+    rows.append(("runtime", _fmt_duration(seconds) + approximate))
     rows.append(("tokens seen", format_number(_tokens_seen(run))))
     hw = begin.get("hardware") or {}
     if hw:

@@ -62,7 +62,8 @@ class Seq2SeqTrainingArguments(TrainingArguments):
     """
 
     sortish_sampler: bool = _arg(False, "Batches of similar lengths (train_sampling_strategy='group_by_length').")
-    predict_with_generate: bool = _arg(False, "Evaluate and predict with model.generate (token ids to compute_metrics).")
+    predict_with_generate: bool = _arg(False,
+                                       "Evaluate and predict with model.generate (token ids to compute_metrics).")
     generation_max_length: int | None = _arg(None, "max_length of generate at evaluation.")
     generation_num_beams: int | None = _arg(None, "num_beams of generate at evaluation.")
     generation_config: str | Path | hf_types.GenerationConfig | None = _arg(
@@ -112,7 +113,7 @@ class Seq2SeqTrainer(Trainer):
                               f"{type(unwrap_model(self.model)).__name__} has none. Use a transformers "
                               "...ForConditionalGeneration / ...ForCausalLM model or set predict_with_generate=False.")
 
-    def call_model_init(self, trial: Any=None) -> torch.nn.Module:
+    def call_model_init(self, trial: Any = None) -> torch.nn.Module:
         model = super().call_model_init(trial)
         gen_config = getattr(self.args, "generation_config", None)
         if gen_config is not None and hasattr(model, "generation_config"):
@@ -161,7 +162,7 @@ class Seq2SeqTrainer(Trainer):
     def _set_gen_kwargs(self, gen_kwargs: dict) -> None:
         self._gen_kwargs = self._resolve_gen_kwargs(gen_kwargs)
 
-    def evaluate(self, eval_dataset: Any=None, ignore_keys: list[str] | None = None,
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
         """As ``Trainer.evaluate``; ``gen_kwargs`` (``max_length``, ``max_new_tokens``, ``num_beams``, ...) go to
         ``model.generate`` when ``predict_with_generate`` is on."""

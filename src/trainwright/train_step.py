@@ -18,12 +18,20 @@ import torch
 from .chunked_loss import compute_chunked_loss, uses_chunked_loss
 from .distributed import unwrap_model
 from .errors import ConfigError, ModelError
-from .loss_scaling import (count_items, model_takes_num_items, shifts_labels, takes_num_items,
-                           user_loss_is_normalised, weighted, zero_loss)
+from .loss_scaling import (
+    count_items,
+    model_takes_num_items,
+    shifts_labels,
+    takes_num_items,
+    user_loss_is_normalised,
+    weighted,
+    zero_loss,
+)
 from .optim import steps_on_metric
 
 
-def optimizer_step(trainer: Any, model: Any, micro_batches: list, epoch: int, step_in_epoch: int, steps_in_epoch: int) -> None:
+def optimizer_step(trainer: Any, model: Any, micro_batches: list, epoch: int, step_in_epoch: int,
+                   steps_in_epoch: int) -> None:
     """One optimizer step over the accumulated micro-batches, with the callbacks transformers calls around it."""
     args, handler = trainer.args, trainer.callback_handler
     counts, num_items = count_step_items(trainer, micro_batches)
@@ -101,7 +109,8 @@ def _supports_found_inf(optimizer) -> bool:
         any(g.get("fused") for g in optimizer.param_groups)
 
 
-def training_step(trainer: Any, base_compute_loss: Any, model: Any, inputs: Any, num_items_in_batch: Any=None) -> torch.Tensor:
+def training_step(trainer: Any, base_compute_loss: Any, model: Any, inputs: Any,
+                  num_items_in_batch: Any = None) -> torch.Tensor:
     """Forward (under autocast), the loss as its share of the step, backward; returns the detached loss."""
     model.train()
     inputs = trainer._prepare_inputs(inputs)
@@ -123,7 +132,8 @@ def training_step(trainer: Any, base_compute_loss: Any, model: Any, inputs: Any,
     return loss.detach()  # as transformers: its mean over the ranks is the global batch's loss
 
 
-def compute_loss(trainer: Any, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any=None) -> Any:
+def compute_loss(trainer: Any, model: Any, inputs: Any, return_outputs: bool = False,
+                 num_items_in_batch: Any = None) -> Any:
     """The model's loss over this micro-batch; given ``num_items_in_batch`` (the step's loss items), its share of
     the step's mean: ``sum / num_items_in_batch``. Label smoothing and ``compute_loss_func`` as in transformers."""
     if uses_chunked_loss(trainer, model, inputs):  # causal LM, training step: no logits tensor (chunked_loss.py)
@@ -168,7 +178,7 @@ def label_smoothing_factor(args: Any, model: Any) -> float:
     if args.label_smoothing_factor != 0 and \
             getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
         warnings.warn("Label smoothing is not compatible with multi-label classification. "
-                      "Disabling label smoothing for this training run.", UserWarning)
+                      "Disabling label smoothing for this training run.", UserWarning, stacklevel=3)
         return 0.0
     return args.label_smoothing_factor
 

@@ -14,15 +14,15 @@ import logging
 import time
 import warnings
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from . import callbacks as cb
 from . import dataloaders, evaluation, train_step
 from .args import TrainingArguments
 from .args_compat import as_trainwright_args
-from .callbacks import (CallbackHandler, CallbackStates, DefaultFlowCallback, PrinterCallback, ProgressCallback,
-                        TrainerControl)
 from .checkpoint.manager import CheckpointManager
 from .checkpoint.run_lock import check_output_dir, holds_output_dir_lock
 from .console import print_metrics, print_training_header
@@ -43,8 +43,8 @@ from .train_plan import TrainPlan, ratio_to_steps
 
 logger = logging.getLogger("trainwright")
 
-_TRAINER_ARGS = ("model, args, data_collator, train_dataset, eval_dataset, processing_class (or tokenizer), model_init, "
-                 "compute_loss_func, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, "
+_TRAINER_ARGS = ("model, args, data_collator, train_dataset, eval_dataset, processing_class (or tokenizer), "
+                 "model_init, compute_loss_func, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, "
                  "preprocess_logits_for_metrics")
 
 
@@ -112,13 +112,13 @@ class Trainer(HubMixin):
         self.label_names = args.label_names or default_label_names(unwrap_model(self.model))
         self._dropped_logged: set[str] = set()
         dataloaders.check_datasets(self)
-        self.callback_handler = CallbackHandler(self._default_callbacks() + list(callbacks or []), self.model,
+        self.callback_handler = cb.CallbackHandler(self._default_callbacks() + list(callbacks or []), self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
                                   is_world_process_zero=self.dist.is_main_process)
-        self.control = TrainerControl()
+        self.control = cb.TrainerControl()
         owner = weakref.proxy(self)  # the components' back-reference: no cycle keeps a finished Trainer alive
-        self.callback_states = CallbackStates(owner)
+        self.callback_states = cb.CallbackStates(owner)
         self.checkpoints = CheckpointManager(owner)
         self.stop_signal = StopSignal()
         self.loss_tracker: LossTracker | None = None  # created by train()
@@ -134,7 +134,8 @@ class Trainer(HubMixin):
                 raise ConfigError("Trainer needs a model: pass model=... or model_init=<function returning a model>.")
             model = self.call_model_init()
         elif self.model_init is not None:
-            warnings.warn("Both model and model_init were given; model_init re-creates the model at train().")
+            warnings.warn("Both model and model_init were given; model_init re-creates the model at train().",
+                          stacklevel=3)
         if not isinstance(model, torch.nn.Module):
             raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         if hasattr(getattr(model, "config", None), "use_cache"):
@@ -150,8 +151,8 @@ class Trainer(HubMixin):
 
     def _default_callbacks(self) -> list:
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
-        callbacks = [DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(self.args.report_to)
-        callbacks.append(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
+        callbacks = [cb.DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(self.args.report_to)
+        callbacks.append(cb.PrinterCallback if self.args.disable_tqdm else cb.ProgressCallback)
         return callbacks + neftune_callbacks(self.args)  # NEFTune noise while training (neftune.py)
 
     # ================================================================== callbacks and the model
@@ -596,4 +597,4 @@ def _processing_class(processing_class, kwargs: dict):
 
 
 def _is_tokenizer(obj) -> bool:
-    return obj is not None and hasattr(obj, "pad") and callable(getattr(obj, "pad"))
+    return obj is not None and hasattr(obj, "pad") and callable(obj.pad)

@@ -20,9 +20,17 @@ Which module holds what:
 * :mod:`.safe_fs` / :mod:`.run_lock`: the filesystem layer -- atomic writes that degrade cleanly on a full disk,
   symlink-safe deletes, regular-file checks -- and the one-run-per-``output_dir`` lock.
 """
-from .api import (checkpoint_status, latest_checkpoint, list_checkpoints, load_checkpoint, load_model_weights,
-                  rotate_checkpoints, save_checkpoint, save_model_dir)
-from .format import (MANIFEST_NAME, MODEL_WEIGHTS_NAME, PREFIX_CHECKPOINT_DIR, TRAINER_STATE_NAME, TRAINING_ARGS_NAME)
+from .api import (
+                  checkpoint_status,
+                  latest_checkpoint,
+                  list_checkpoints,
+                  load_checkpoint,
+                  load_model_weights,
+                  rotate_checkpoints,
+                  save_checkpoint,
+                  save_model_dir,
+)
+from .format import MANIFEST_NAME, MODEL_WEIGHTS_NAME, PREFIX_CHECKPOINT_DIR, TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 __all__ = ["MANIFEST_NAME", "MODEL_WEIGHTS_NAME", "PREFIX_CHECKPOINT_DIR", "TRAINER_STATE_NAME", "TRAINING_ARGS_NAME",
            "checkpoint_status", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_model_weights",

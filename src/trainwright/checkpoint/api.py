@@ -33,32 +33,59 @@ from typing import Any
 
 from ..errors import CheckpointError
 from . import safe_fs
-from .format import (MANIFEST_NAME, RNG_STATE, SCALER_STATE, SCHEDULER_STATE, STATES_DIR, OPTIMIZER_STATE,
-                     TRAINER_STATE_NAME, TRAINING_ARGS_NAME, _CHECKPOINT_RE, _TEMP_RE, _decode, _describe, _encode,
-                     _exists, _get_rng_state, _lenient_json_default, _set_rng_state, _step_of, _unwrap_optimizer)
-from .reader import (_apply, _apply_model_state, _find_weight_files, _read_json, _read_manifest, _read_model_state,
-                     _read_state_dict, _refuse_non_regular, _refuse_pickles, _verify)
-from .writer import (_Writer, _finish, _fsync_dir, _host, _move_files_in, _publish, _save_model, _save_optimizer,
-                     _save_state_dict, _temp_name)
+from .format import (
+    _CHECKPOINT_RE,
+    _TEMP_RE,
+    MANIFEST_NAME,
+    OPTIMIZER_STATE,
+    RNG_STATE,
+    SCALER_STATE,
+    SCHEDULER_STATE,
+    STATES_DIR,
+    TRAINER_STATE_NAME,
+    TRAINING_ARGS_NAME,
+    _decode,
+    _describe,
+    _encode,
+    _exists,
+    _get_rng_state,
+    _lenient_json_default,
+    _set_rng_state,
+    _step_of,
+    _unwrap_optimizer,
+)
+from .reader import (
+    _apply,
+    _apply_model_state,
+    _find_weight_files,
+    _read_json,
+    _read_manifest,
+    _read_model_state,
+    _read_state_dict,
+    _refuse_non_regular,
+    _refuse_pickles,
+    _verify,
+)
+from .writer import (
+    _finish,
+    _fsync_dir,
+    _host,
+    _move_files_in,
+    _publish,
+    _save_model,
+    _save_optimizer,
+    _save_state_dict,
+    _temp_name,
+    _Writer,
+)
 
 _FOREIGN_STALE_SECONDS = 24 * 3600  # a temp dir of another host is considered abandoned after this long
 
 
-def save_checkpoint(
-    checkpoint_dir: Any,
-    *,
-    model: Any,
-    optimizer: Any=None,
-    lr_scheduler: Any=None,
-    scaler: Any=None,
-    trainer_state: dict | None = None,
-    training_args: dict | None = None,
-    processing_class: Any=None,
-    save_only_model: bool = False,
-    rng_state: bool = True,
-    states: Mapping[str, Any] | None = None,
-    extra: dict | None = None,
-) -> str:
+def save_checkpoint(checkpoint_dir: Any, *, model: Any, optimizer: Any = None, lr_scheduler: Any = None,
+                    scaler: Any = None, trainer_state: dict | None = None, training_args: dict | None = None,
+                    processing_class: Any = None, save_only_model: bool = False, rng_state: bool = True,
+                    states: Mapping[str, Any] | None = None, extra: dict | None = None) -> str:
     """Write a complete checkpoint atomically to ``checkpoint_dir`` and return its path.
 
     Args:
@@ -101,7 +128,8 @@ def save_checkpoint(
         _publish(tmp, final)
         return final
     except BaseException as e:
-        hint = "; free disk space or lower save_total_limit" if isinstance(e, OSError) and e.errno == errno.ENOSPC else ""
+        hint = "; free disk space or lower save_total_limit" if isinstance(e,
+                                                                           OSError) and e.errno == errno.ENOSPC else ""
         _discard_and_raise(tmp, e, f"could not write checkpoint {final}: {_describe(e)}{hint}. Nothing was written "
                                    "there; any earlier checkpoint is intact.")
 
@@ -143,10 +171,10 @@ def _save_run_state(w: _Writer, optimizer, lr_scheduler, scaler, rng_state: bool
 def load_checkpoint(
     checkpoint_dir: Any,
     *,
-    model: Any=None,
-    optimizer: Any=None,
-    lr_scheduler: Any=None,
-    scaler: Any=None,
+    model: Any = None,
+    optimizer: Any = None,
+    lr_scheduler: Any = None,
+    scaler: Any = None,
     restore_rng: bool = True,
     strict_model: bool = True,
     states: Mapping[str, Any] | None = None,
@@ -246,7 +274,7 @@ def list_checkpoints(output_dir: Any) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir: Any, before: Any=None) -> str | None:
+def latest_checkpoint(output_dir: Any, before: Any = None) -> str | None:
     """The newest complete checkpoint in ``output_dir`` (older than the checkpoint ``before`` when given); each
     newer incomplete one is skipped with a warning. A checkpoint written by transformers.Trainer (it has no
     manifest to check) counts as complete, as transformers' own resume takes the newest one."""
@@ -263,7 +291,8 @@ def latest_checkpoint(output_dir: Any, before: Any=None) -> str | None:
     return None
 
 
-def rotate_checkpoints(output_dir: Any, save_total_limit: int | None, best_model_checkpoint: str | None=None) -> list[str]:
+def rotate_checkpoints(output_dir: Any, save_total_limit: int | None,
+                       best_model_checkpoint: str | None = None) -> list[str]:
     """Delete the oldest complete checkpoints beyond ``save_total_limit``; return the deleted paths.
 
     The newest and the best checkpoint are always kept (with a limit of 1 and a best that is not the newest, both
@@ -290,7 +319,7 @@ def rotate_checkpoints(output_dir: Any, save_total_limit: int | None, best_model
     return deleted
 
 
-def save_model_dir(output_dir: Any, model: Any, processing_class: Any=None) -> str:
+def save_model_dir(output_dir: Any, model: Any, processing_class: Any = None) -> str:
     """Write the final model (+ tokenizer) to ``output_dir`` so that ``from_pretrained`` can load it.
 
     If ``output_dir`` does not exist or is empty, it is written as a temp sibling and renamed into place. Otherwise

@@ -93,7 +93,7 @@ def _torch_load(path: str, rel: str):
 
 # ------------------------------------------------------------------------------------------------- reading
 def _weights(path: str) -> dict:
-    for index_name, fmt in (("model.safetensors.index.json", "safetensors"), ("pytorch_model.bin.index.json", "bin")):
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if os.path.lexists(os.path.join(path, index_name)):
             _refuse_non_regular(path, index_name)
             index = _read_json(path, index_name)
@@ -225,8 +225,9 @@ def _set_hf_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any=None, optimizer: Any=None, lr_scheduler: Any=None, scaler: Any=None,
-                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model: Any=None) -> dict:
+def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None,
+                       scaler: Any = None,
+                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model: Any = None) -> dict:
     """Verify and parse everything first, then restore into the objects given. Returns the same dict as
     ``checkpoint.load_checkpoint`` (``training_args`` and ``extra`` are empty: nothing pickled is read)."""
     from ..state import check_trainer_state

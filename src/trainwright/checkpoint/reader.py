@@ -11,9 +11,24 @@ import zipfile
 
 from ..errors import CheckpointError, CorruptCheckpointError
 from . import safe_fs
-from .format import (FORMAT_VERSION, MANIFEST_NAME, MODEL_WEIGHTS_NAME, PICKLE_SUFFIXES, _CHECKPOINT_RE, _TEMP_RE,
-                     _decode, _exists, _few, _fingerprint, _param_signature, _safe_rel, _sha256, _signature_diff,
-                     _unwrap_model)
+from .format import (
+    _CHECKPOINT_RE,
+    _TEMP_RE,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    MODEL_WEIGHTS_NAME,
+    PICKLE_SUFFIXES,
+    _decode,
+    _exists,
+    _few,
+    _fingerprint,
+    _param_signature,
+    _safe_rel,
+    _sha256,
+    _signature_diff,
+    _unwrap_model,
+)
+
 
 def _verify(path: str, model, *, strict_model: bool) -> dict:
     if not os.path.isdir(path):

@@ -22,8 +22,9 @@ from typing import Any
 from ..errors import CheckpointError, CorruptCheckpointError
 
 
-def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model: Any, optimizer: Any, lr_scheduler: Any, scaler: Any,
-                    rank: int = 0, world_size: int = 1, param_model: Any=None, states: Any=None) -> dict:
+def load_for_resume(path: str, *, output_dir: str, fall_back: bool, model: Any, optimizer: Any, lr_scheduler: Any,
+                    scaler: Any,
+                    rank: int = 0, world_size: int = 1, param_model: Any = None, states: Any = None) -> dict:
     """Load ``path`` into the objects and stateful components given; the dict of ``checkpoint.load_checkpoint``
     (its ``path`` is the checkpoint actually used). For a transformers checkpoint ``extra`` says there is nothing to
     continue exactly (transformers orders the data its own way)."""

@@ -259,7 +259,7 @@ def non_regular(full: str) -> str | None:
     return None if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
 
 
-def regular_files(root: str, *, skip_dir: Any=None, refuse: Any=None) -> list[str]:
+def regular_files(root: str, *, skip_dir: Any = None, refuse: Any = None) -> list[str]:
     """Relative paths ('/'-separated) of the files under ``root``; a symlinked directory is not descended.
     ``skip_dir(name)`` leaves out sub-directories. Every entry that is not a regular file is passed to
     ``refuse(rel, kind)`` (which raises); with ``refuse=None`` such entries are skipped."""

@@ -22,9 +22,22 @@ import torch
 
 from ..errors import CheckpointError
 from . import safe_fs
-from .format import (FORMAT_VERSION, MANIFEST_NAME, MODEL_WEIGHTS_NAME, OPTIMIZER_STATE, _dedupe_tensors, _encode,
-                     _exists, _fingerprint, _json_default, _param_signature, _sha256, _unwrap_model, _unwrap_optimizer,
-                     _walk_files)
+from .format import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    MODEL_WEIGHTS_NAME,
+    OPTIMIZER_STATE,
+    _dedupe_tensors,
+    _encode,
+    _exists,
+    _fingerprint,
+    _json_default,
+    _param_signature,
+    _sha256,
+    _unwrap_model,
+    _unwrap_optimizer,
+    _walk_files,
+)
 from .reader import _pickle_reason, _read_json
 
 _SLOW_ENV = "TRAINWRIGHT_TEST_SLOW_CHECKPOINT_SECONDS"

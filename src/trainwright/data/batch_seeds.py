@@ -162,7 +162,7 @@ def _reseed_private_generators(collator, seed: int) -> None:
             continue
         _ensure_generator(obj)
         mixed = batch_seed((seed, own))
-        for name, value in list(vars(obj).items()):
+        for value in list(vars(obj).values()):
             if isinstance(value, torch.Generator):
                 value.manual_seed(mixed)
             elif isinstance(value, np.random.Generator):

@@ -65,8 +65,8 @@ def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool,
         if text:
             raise DataError(
                 f"{description} has no tokenized input (no 'input_ids' column); its column {text[0]!r} holds raw text. "
-                f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], truncation=True), "
-                f"batched=True).")
+                f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], "
+                f"truncation=True), batched=True).")
     if not remove_unused:
         return _rename_label(dataset, columns), None
     keep = [c for c in columns if c in signature]

@@ -25,7 +25,8 @@ from ..errors import ConfigError
 logger = logging.getLogger("trainwright")
 
 # the fsdp= words of transformers' FSDPOption and what they mean here
-_FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard", "offload", "auto_wrap")
+_FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard", "offload",
+                 "auto_wrap")
 # fsdp_config keys (after dropping an "fsdp_" prefix, as transformers does)
 _FSDP_CONFIG_KEYS = {
     "transformer_layer_cls_to_wrap": "class names of the blocks sharded one by one (default: the model's "
@@ -51,7 +52,7 @@ class FSDPPlan:
     "full_shard", "full_shard auto_wrap", ["full_shard", "offload"], True, and fsdp_config as a dict or
     the path of a JSON file, with or without "fsdp_" key prefixes)."""
 
-    def __init__(self, fsdp: Any, fsdp_config: Any=None) -> None:
+    def __init__(self, fsdp: Any, fsdp_config: Any = None) -> None:
         options = _fsdp_options(fsdp)
         config = _fsdp_config(fsdp_config)
         self.options = options
@@ -73,7 +74,8 @@ class FSDPPlan:
         layers = config.get("transformer_layer_cls_to_wrap")
         if isinstance(layers, str):
             layers = [s.strip() for s in layers.split(",") if s.strip()]
-        if layers is not None and (not isinstance(layers, (list, tuple)) or not all(isinstance(s, str) for s in layers)):
+        if layers is not None and (not isinstance(layers, (list, tuple)) or not all(isinstance(s,
+                                                                                               str) for s in layers)):
             raise ConfigError(f"fsdp_config['transformer_layer_cls_to_wrap'] must be a class name or a list of class "
                               f"names (e.g. ['BertLayer']), got {layers!r}.")
         self.layer_classes = list(layers) if layers else None
@@ -128,7 +130,8 @@ def _fsdp_config(fsdp_config) -> dict:
             with open(path, encoding="utf-8") as f:
                 fsdp_config = json.load(f)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"fsdp_config={path!r} is not a readable JSON file ({e}): pass a dict or a JSON file.") from e
+            raise ConfigError(f"fsdp_config={path!r} is not a readable JSON file ({e}): pass a dict or a JSON "
+                              "file.") from e
     if not isinstance(fsdp_config, dict):
         raise ConfigError(f"fsdp_config must be a dict or the path of a JSON file, got {type(fsdp_config).__name__}.")
     return {(k[5:] if k.startswith("fsdp_") else k): v for k, v in fsdp_config.items()}
@@ -145,7 +148,8 @@ def _as_bool(value, name: str) -> bool:
 
 
 # ====================================================================== sharding
-def shard_model(model: Any, plan: FSDPPlan, *, mesh_shape: tuple[int, ...], device: torch.device, mp_policy: Any, log: bool) -> Any:
+def shard_model(model: Any, plan: FSDPPlan, *, mesh_shape: tuple[int, ...], device: torch.device, mp_policy: Any,
+                log: bool) -> Any:
     """Shard ``model`` in place with ``fully_shard``: the blocks of :func:`_blocks_to_shard` one by one, then the
     root. Every rank first takes rank 0's weights (as DDP does when it wraps). ``mesh_shape`` is ``(world,)`` or, for
     hybrid sharding, ``(nodes, processes per node)``; ``mp_policy`` is the precision's ``MixedPrecisionPolicy``."""
@@ -231,20 +235,20 @@ def _post_order(module):
     yield module
 
 
-def gather_full_state(model: Any, optimizer: Any=None) -> tuple:
+def gather_full_state(model: Any, optimizer: Any = None) -> tuple:
     """(model view, optimizer view) holding the full state gathered to rank 0's CPU memory (collective)."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=options)
     optim_view = None
     if optimizer is not None:
         optim_state = get_optimizer_state_dict(model, optimizer, options=options)
-        optim_view = _FullStateOptimizer(optimizer, model, _optimizer_state_by_index(optim_state) if optim_state else None)
+        optim_view = _FullStateOptimizer(optimizer, model,
+                                         _optimizer_state_by_index(optim_state) if optim_state else None)
     return _FullStateModel(model, model_state), optim_view
 
 
-def loading_views(model: Any, optimizer: Any=None) -> tuple:
+def loading_views(model: Any, optimizer: Any = None) -> tuple:
     """(model view, optimizer view) that take a full state and keep this rank's shard (every rank must load)."""
     return _FullStateModel(model), (_FullStateOptimizer(optimizer, model) if optimizer is not None else None)
 

@@ -76,7 +76,7 @@ class Distributed:
                 logging.getLogger("transformers").setLevel(value)
 
     # ---------------------------------------------------------------- model wrapping
-    def wrap_model(self, model: torch.nn.Module, precision: Any=None) -> torch.nn.Module:
+    def wrap_model(self, model: torch.nn.Module, precision: Any = None) -> torch.nn.Module:
         """The model to train: in a single process ``model`` itself; under torchrun sharded with FSDP2 (``fsdp=``,
         mixed precision from ``precision``) or wrapped in DDP."""
         if not self.enabled:
@@ -142,7 +142,7 @@ class Distributed:
         return IterableShard(dataset, batch_size, self.world_size, self.rank)
 
     # ---------------------------------------------------------------- checkpoints
-    def state_for_saving(self, model: Any, optimizer: Any=None) -> tuple:
+    def state_for_saving(self, model: Any, optimizer: Any = None) -> tuple:
         """(model, optimizer) to hand to checkpoint.save_checkpoint / save_model_dir on the writing rank.
 
         Under FSDP2 this is collective (every rank must call it): the full state is gathered to rank 0's
@@ -152,7 +152,7 @@ class Distributed:
         from .fsdp import gather_full_state
         return gather_full_state(unwrap_model(model), optimizer)
 
-    def state_for_loading(self, model: Any, optimizer: Any=None) -> tuple:
+    def state_for_loading(self, model: Any, optimizer: Any = None) -> tuple:
         """(model, optimizer) to hand to checkpoint.load_checkpoint / load_model_weights. Under FSDP2 every
         rank must load (each reads the full state and keeps its own shard)."""
         if not self.sharded:

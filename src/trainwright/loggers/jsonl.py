@@ -70,7 +70,7 @@ def to_jsonable(value: Any) -> Any:
             return to_jsonable(tolist())
         except Exception:
             pass
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int, float)):  # enums
+    if hasattr(value, "value") and isinstance(value.value, (str, int, float)):  # enums
         return to_jsonable(value.value)
     return str(value)
 

@@ -78,7 +78,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from collections import Counter
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import ConfigError, DataError, did_you_mean
 from ._inputs import _NLP_EXTRA, _is_tensor, _tensor_to_numpy, _to_list

@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from ._inputs import _is_tensor, _tensor_to_numpy, _to_numpy
 
+
 def perplexity_from_loss(loss: Any) -> float:
     """Perplexity of a mean per-token cross-entropy loss (in nats): ``exp(loss)``.
 

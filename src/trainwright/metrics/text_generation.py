@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import DataError
 from ._inputs import _check_pair, _require, _text_list

@@ -40,8 +40,7 @@ from ..data.columns import is_iterable_dataset
 from ..distributed import unwrap_model
 from ..errors import ConfigError
 from ..optimizer_check import check_optimizer_parameters
-from .checks import (SKIP_ENV, check_arrow_dataset, check_batch, check_collator, first_batch, overridden,
-                     own_loop)
+from .checks import SKIP_ENV, check_arrow_dataset, check_batch, check_collator, first_batch, overridden, own_loop
 from .evaluation import MetricsFailed, check_eval
 
 __all__ = ["MetricsFailed", "SKIP_ENV", "check_eval", "preflight"]
@@ -54,8 +53,8 @@ def preflight(trainer: Any, train_dataloader: Any) -> None:
     args = trainer.args
     if args.save_strategy == "best" and args.eval_strategy == "no":
         raise ConfigError("save_strategy='best' saves a checkpoint when an evaluation finds a new best "
-                          f"{args.metric_for_best_model!r}, but eval_strategy='no', so nothing would ever be saved: set "
-                          "eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
+                          f"{args.metric_for_best_model!r}, but eval_strategy='no', so nothing would ever be saved: "
+                          "set eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
     model = unwrap_model(trainer.model)
     input_checks.reset_warnings()
     if _inspectable(trainer, train_dataloader):

@@ -51,7 +51,8 @@ def check_collator(collator: Any, processing_class: Any, where: str) -> None:
 
 
 # ================================================================================================ first batch
-def first_batch(dataloader: Any, where: str, label_names: Any, model: Any=None, takes_mapping: bool | None = None) -> dict:
+def first_batch(dataloader: Any, where: str, label_names: Any, model: Any = None,
+                takes_mapping: bool | None = None) -> dict:
     """The first ``batch_size`` rows in dataset order, collated by the dataloader's collate_fn, without touching
     the sampler, the workers or any RNG. ``takes_mapping``: the loop calls ``model(**batch)``, so the batch must be
     a dict of tensors (None: not checked)."""
@@ -66,7 +67,8 @@ def first_batch(dataloader: Any, where: str, label_names: Any, model: Any=None, 
         else:
             n = len(dataset)
             if n == 0:
-                raise DataError(f"{where} is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
+                raise DataError(f"{where} is empty (0 rows). Check the split and any .filter()/.select() applied "
+                                "to it.")
             rows = [dataset[i] for i in range(min(batch_size, n))]
         _check_row_labels(rows, where, label_names, model)
         input_checks.check_rows(rows, where, label_names, require_labels=where == "train_dataset")
@@ -178,7 +180,8 @@ def _string_label_message(where, column, examples, model=None) -> str:
         source = f"label2id = {{name: i for i, name in enumerate(sorted(set(ds[{column!r}])))}}"
     return (f"{where} column {column!r} holds strings{shown}, but the loss needs integer class ids and there is "
             f"no label mapping. Map them to ids first with {source}: "
-            f"ds = ds.map(lambda r: {{{column!r}: label2id[r[{column!r}]]}}) (or ds = ds.class_encode_column({column!r})), "
+            f"ds = ds.map(lambda r: {{{column!r}: label2id[r[{column!r}]]}}) "
+            f"(or ds = ds.class_encode_column({column!r})), "
             f"and load the model with num_labels=len(label2id), label2id=label2id, "
             f"id2label={{i: n for n, i in label2id.items()}}.")
 

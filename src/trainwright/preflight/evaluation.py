@@ -1,8 +1,8 @@
-"""The evaluation part of the pre-flight checks (:func:`trainwright.preflight.preflight`): every eval set's data is checked like
-the train set's, and, when evaluation runs during training with ``compute_metrics`` or ``metric_for_best_model``,
-a dry evaluation on one batch of each eval set shows now, not after ``eval_steps`` of training, a
-``metric_for_best_model`` that evaluation does not produce, a ``compute_metrics`` that returns something other
-than numbers, or one that always raises.
+"""The evaluation part of the pre-flight checks (:func:`trainwright.preflight.preflight`): every eval set's data is
+checked like the train set's, and, when evaluation runs during training with ``compute_metrics`` or
+``metric_for_best_model``, a dry evaluation on one batch of each eval set shows now, not after ``eval_steps`` of
+training, a ``metric_for_best_model`` that evaluation does not produce, a ``compute_metrics`` that returns something
+other than numbers, or one that always raises.
 
 The dry evaluation runs ``Trainer._run_evaluation`` -- ``evaluation_loop`` exactly as ``evaluate()`` runs it, but
 without logging and without callbacks -- so it goes through the methods the run itself calls
@@ -29,11 +29,19 @@ from ..checkpoint.manager import best_metric_key
 from ..data.columns import is_iterable_dataset
 from ..distributed import unwrap_model
 from ..errors import ConfigError
-from .checks import (SKIP_ENV, _preserved_collator, check_arrow_dataset, check_batch, check_collator, first_batch,
-                     overridden, preserved_rng)
+from .checks import (
+    SKIP_ENV,
+    _preserved_collator,
+    check_arrow_dataset,
+    check_batch,
+    check_collator,
+    first_batch,
+    overridden,
+    preserved_rng,
+)
 
 
-def check_eval(trainer: Any, eval_dataset: Any=None, *, dry_run: bool = True) -> dict | None:
+def check_eval(trainer: Any, eval_dataset: Any = None, *, dry_run: bool = True) -> dict | None:
     """Checks every eval set like the train set (labels, token ids, lengths) and, with ``dry_run``, evaluates
     one batch of each: compute_metrics must return numbers and metric_for_best_model must be among the
     metrics. Returns the dry-run metrics (or None).

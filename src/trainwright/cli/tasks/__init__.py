@@ -12,7 +12,6 @@ keys go in ``Task.data_keys``, which the config checker, ``--help`` and ``trainw
 """
 from __future__ import annotations
 
-
 from ...errors import ConfigError, did_you_mean
 from .base import LabelInfo, PredictionInputs, Task
 from .causal_lm import CausalLM

@@ -15,8 +15,9 @@ Every hook has a default here; a task overrides the ones it needs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class LabelInfo:
         return self.label2id.get(self.name_of(value))
 
     @classmethod
-    def from_model_config(cls, config, label_names=None) -> "LabelInfo":
+    def from_model_config(cls, config, label_names=None) -> LabelInfo:
         if getattr(config, "problem_type", None) == "regression":
             return cls(regression=True)
         id2label = getattr(config, "id2label", None) or {}
@@ -107,7 +108,8 @@ def check_int(data: dict, key: str, minimum: int | None = None) -> None:
 def check_choice(data: dict, key: str, choices) -> None:
     v = data.get(key)
     if v is not None and v not in choices:
-        raise ConfigError(f"data.{key}: {v!r} is not one of {', '.join(choices)}.{did_you_mean(v, choices, cutoff=0.5)}")
+        hint = did_you_mean(v, choices, cutoff=0.5)
+        raise ConfigError(f"data.{key}: {v!r} is not one of {', '.join(choices)}.{hint}")
 
 
 def check_bool(data: dict, key: str) -> None:

@@ -3,7 +3,6 @@ per split or source/target columns; evaluates by generating (sacrebleu, bleu, ro
 generated text."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ...errors import ConfigError, DataError, did_you_mean
@@ -64,7 +63,7 @@ class Seq2Seq(Task):
                 raise ConfigError(f"data.{split}: with data.dataset, name a split of it, not files.")
             for key in value:
                 if key not in self.SPLIT_KEYS:
-                    hint = did_you_mean(key, self.SPLIT_KEYS, show=lambda m: f"'data.{split}.{m}'")
+                    hint = did_you_mean(key, self.SPLIT_KEYS, show=lambda m, split=split: f"'data.{split}.{m}'")
                     raise ConfigError(f"unknown key 'data.{split}.{key}'.{hint} Valid keys in data.{split}: "
                                       f"{', '.join(self.SPLIT_KEYS)}.")
             if not value.get("source_file"):
