@@ -247,6 +247,7 @@ def test_chunked_loss_with_a_lora_model(tmp_path):
         close(grads[name], plain_grads[name])
 
 
+@pytest.mark.torchrun
 @pytest.mark.slow
 def test_chunked_loss_under_ddp_and_fsdp2_reaches_the_single_process_weights(tmp_path):
     """torchrun, 2 ranks x 4 rows with chunked_cross_entropy (DDP: Llama; FSDP2: GPT-2 with its tied head) against

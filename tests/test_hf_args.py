@@ -519,6 +519,7 @@ def test_run_glue_style_client_script(tmp_path, form):
     assert "Training/evaluation parameters" in proc.stdout  # log_level=info reached the script's logger
 
 
+@pytest.mark.torchrun
 @pytest.mark.slow
 def test_main_process_first_under_torchrun(tmp_path):
     from test_distributed import TORCHRUN, Launch

@@ -40,6 +40,8 @@ def tiny_checkpoint(tmp_path, tokenizer):
     return str(path)
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_seed_000_sst2_best_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from transformers import (  # seed: one `from transformers import (...)`
@@ -205,6 +207,8 @@ def test_seed_002_workflow_local_files_resume_and_save(tmp_path, tiny_checkpoint
         assert torch.allclose(reloaded(**batch).logits, trainer2.model(**batch).logits, atol=1e-6)
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_seed_003_mrpc_course(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from transformers import AutoTokenizer
@@ -277,6 +281,8 @@ def test_seed_003_mrpc_course(tmp_path, monkeypatch):
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_minilm_on_1000_sst2_sentences_beats_075(tmp_path, tokenizer):
     """The real pretrained MiniLM, one epoch on 1,000 SST-2 training sentences, full dev set."""
     from transformers import AutoModelForSequenceClassification

@@ -338,6 +338,8 @@ def test_resume_refuses_a_different_sampling_strategy():
 
 
 # ------------------------------------------------------------------------------------ compile
+@pytest.mark.compile
+@pytest.mark.slow
 def test_torch_compile_buckets_lengths_and_does_not_recompile_per_length(tmp_path, tokenizer, make_tiny_model,
                                                                          sst2_small):
     """Dynamo with the "eager" backend (no code generation: seconds, not the minute inductor takes on a

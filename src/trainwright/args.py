@@ -266,6 +266,7 @@ class TrainingArguments(ProcessView, Setters):
         return out
 
     def to_json_string(self) -> str:
+        """``to_dict()`` as indented JSON with sorted keys."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def to_sanitized_dict(self) -> dict[str, Any]:
@@ -275,27 +276,31 @@ class TrainingArguments(ProcessView, Setters):
         return {k: v if type(v) in (bool, int, float, str) else str(v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls: Any, data: dict[str, Any]) -> TrainingArguments:
+    def from_dict(cls, data: dict[str, Any]) -> TrainingArguments:
+        """The arguments from ``data`` (e.g. a ``to_dict()`` or a ``training_args.json``); keys that are not fields
+        (another version's) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json_file(cls: Any, path: str) -> TrainingArguments:
+    def from_json_file(cls, path: str) -> TrainingArguments:
+        """The arguments from a JSON file written by :meth:`save_to_json` (or a checkpoint's ``training_args.json``)."""
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
     @classmethod
-    def from_transformers(cls: Any, hf_args: Any) -> TrainingArguments:
+    def from_transformers(cls, hf_args: Any) -> TrainingArguments:
         """trainwright arguments from a ``transformers.TrainingArguments`` (or ``Seq2SeqTrainingArguments``):
         the fields set away from transformers' defaults are carried over and validated here (an unsupported
         value raises naming the field); the others keep trainwright's defaults."""
         return convert_transformers_args(cls, hf_args)
 
     def save_to_json(self, path: str) -> None:
+        """Writes :meth:`to_json_string` to ``path`` (a set token masked)."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json_string() + "\n")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.__class__.__name__}(\n" + ",\n".join(f"  {k}={v!r}" for k, v in self.to_dict().items()) + "\n)"
 
     __repr__ = __str__

@@ -130,7 +130,7 @@ def _transformers_defaults(hf_args):
         return None
 
 
-def convert_transformers_args(cls: Any, hf_args: Any) -> Any:
+def convert_transformers_args(cls: type, hf_args: Any) -> Any:
     """A trainwright ``cls`` built from a ``transformers.TrainingArguments`` object.
 
     Fields the user set (values that differ from transformers' defaults) are carried over and validated

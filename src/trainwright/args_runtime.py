@@ -29,14 +29,17 @@ class ProcessView:
     # ------------------------------------------------------------------ processes
     @property
     def world_size(self) -> int:
+        """The number of processes (``WORLD_SIZE``; 1 outside torchrun)."""
         return int(os.environ.get("WORLD_SIZE", 1))
 
     @property
     def process_index(self) -> int:
+        """This process's rank in the job (``RANK``; 0 outside torchrun)."""
         return int(os.environ.get("RANK", 0))
 
     @property
     def local_process_index(self) -> int:
+        """This process's rank on its machine (``LOCAL_RANK``, else ``local_rank``, else 0)."""
         return int(os.environ.get("LOCAL_RANK", max(self.local_rank, 0)))
 
     @property
@@ -61,6 +64,7 @@ class ProcessView:
     # ------------------------------------------------------------------ devices and batches
     @property
     def device(self) -> Any:
+        """The ``torch.device`` this process trains on: its CUDA device, else MPS, else the CPU (``use_cpu``)."""
         from .distributed import select_device
         return select_device(self)
 
@@ -71,18 +75,22 @@ class ProcessView:
 
     @property
     def train_batch_size(self) -> int:
+        """Rows per training batch of this process (``per_device_train_batch_size``)."""
         return self.per_device_train_batch_size * max(1, self.n_gpu)
 
     @property
     def eval_batch_size(self) -> int:
+        """Rows per evaluation batch of this process (``per_device_eval_batch_size``)."""
         return self.per_device_eval_batch_size * max(1, self.n_gpu)
 
     @property
-    def place_model_on_device(self) -> bool:
+    def place_model_on_device(self) -> bool | None:
+        """Read by transformers' example scripts; the Trainer always places the model itself (None)."""
         return None
 
     @property
     def ddp_timeout_delta(self) -> datetime.timedelta:
+        """``ddp_timeout`` as a ``timedelta`` (the process group's timeout)."""
         return datetime.timedelta(seconds=self.ddp_timeout)
 
     def get_warmup_steps(self, num_training_steps: int) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.batch_seeds import with_batch_seeds
-from .data.collator import RemoveColumnsCollator
+from .data.collator import DataCollatorWithPadding, RemoveColumnsCollator, default_data_collator
 from .data.columns import check_not_column_dict, dropped_columns, has_length, is_iterable_dataset, prepare_columns
 from .data.samplers import (
     EvalBatchSampler,
@@ -26,6 +26,16 @@ from .distributed import unwrap_model
 from .errors import ConfigError, DataError
 
 logger = logging.getLogger("trainwright")
+
+
+def default_collator(processing_class: Any, device: torch.device, torch_compile: bool) -> Any:
+    """The collator when none is given: ``DataCollatorWithPadding`` with a tokenizer (with torch_compile, lengths
+    padded to buckets -- multiples of 64 on GPU, 16 on CPU -- so few shapes are compiled), else
+    ``default_data_collator``."""
+    if processing_class is None or not callable(getattr(processing_class, "pad", None)):
+        return default_data_collator
+    bucket = (64 if device.type == "cuda" else 16) if torch_compile else None
+    return DataCollatorWithPadding(processing_class, pad_to_multiple_of=bucket)
 
 
 def check_datasets(trainer: Any) -> None:

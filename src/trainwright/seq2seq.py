@@ -114,6 +114,7 @@ class Seq2SeqTrainer(Trainer):
                               "...ForConditionalGeneration / ...ForCausalLM model or set predict_with_generate=False.")
 
     def call_model_init(self, trial: Any = None) -> torch.nn.Module:
+        """As ``Trainer.call_model_init``; the new model gets ``generation_config`` of the arguments."""
         model = super().call_model_init(trial)
         gen_config = getattr(self.args, "generation_config", None)
         if gen_config is not None and hasattr(model, "generation_config"):

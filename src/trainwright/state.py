@@ -44,12 +44,12 @@ class TrainerState:
         write_atomic(json_path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", degrade=False)
 
     @classmethod
-    def from_dict(cls: Any, data: dict[str, Any]) -> TrainerState:
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def load_from_json(cls: Any, json_path: str) -> TrainerState:
+    def load_from_json(cls, json_path: str) -> TrainerState:
         with open(json_path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 

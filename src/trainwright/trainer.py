@@ -26,7 +26,6 @@ from .args_compat import as_trainwright_args
 from .checkpoint.manager import CheckpointManager
 from .checkpoint.run_lock import check_output_dir, holds_output_dir_lock
 from .console import print_metrics, print_training_header
-from .data.collator import DataCollatorWithPadding, default_data_collator
 from .data.columns import default_label_names, has_length
 from .distributed import Distributed, unwrap_model
 from .errors import ConfigError, ModelError
@@ -99,7 +98,8 @@ class Trainer(HubMixin):
         self.model_init = model_init
         self.model = self.model_wrapped = self._initial_model(model)
         self.processing_class = processing_class
-        self.data_collator = data_collator if data_collator is not None else self._default_collator()
+        self.data_collator = data_collator if data_collator is not None else \
+            dataloaders.default_collator(processing_class, self.device, args.torch_compile)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.compute_metrics, self.compute_loss_func = compute_metrics, compute_loss_func
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
@@ -141,13 +141,6 @@ class Trainer(HubMixin):
         if hasattr(getattr(model, "config", None), "use_cache"):
             model.config.use_cache = self.args.use_cache  # as transformers.Trainer.__init__: evaluate() before train()
         return model.to(self.device)
-
-    def _default_collator(self):
-        # torch_compile: lengths padded to buckets (multiples of 64 on GPU, 16 on CPU), few distinct shapes
-        bucket = (64 if self.device.type == "cuda" else 16) if self.args.torch_compile else None
-        if _is_tokenizer(self.processing_class):
-            return DataCollatorWithPadding(self.processing_class, pad_to_multiple_of=bucket)
-        return default_data_collator
 
     def _default_callbacks(self) -> list:
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
@@ -594,7 +587,3 @@ def _processing_class(processing_class, kwargs: dict):
         raise ConfigError(f"Trainer() got an unexpected argument {next(iter(kwargs))!r}. Valid arguments: "
                           f"{_TRAINER_ARGS}.")
     return processing_class
-
-
-def _is_tokenizer(obj) -> bool:
-    return obj is not None and hasattr(obj, "pad") and callable(obj.pad)

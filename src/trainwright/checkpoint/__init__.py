@@ -21,14 +21,14 @@ Which module holds what:
   symlink-safe deletes, regular-file checks -- and the one-run-per-``output_dir`` lock.
 """
 from .api import (
-                  checkpoint_status,
-                  latest_checkpoint,
-                  list_checkpoints,
-                  load_checkpoint,
-                  load_model_weights,
-                  rotate_checkpoints,
-                  save_checkpoint,
-                  save_model_dir,
+    checkpoint_status,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_weights,
+    rotate_checkpoints,
+    save_checkpoint,
+    save_model_dir,
 )
 from .format import MANIFEST_NAME, MODEL_WEIGHTS_NAME, PREFIX_CHECKPOINT_DIR, TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
