@@ -161,6 +161,7 @@ def _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, callbacks, **k
                    eval_dataset=dev.select(range(16)), processing_class=tokenizer, callbacks=callbacks)
 
 
+@pytest.mark.slow
 def test_transformers_early_stopping_state_is_saved_and_restored_only_when_asked(tmp_path, tokenizer,
                                                                                make_tiny_model, sst2_small, caplog):
     from transformers import EarlyStoppingCallback as HFEarlyStopping

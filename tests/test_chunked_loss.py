@@ -103,6 +103,7 @@ def test_label_smoothing_in_chunks_equals_the_plain_smoothed_loss(tmp_path):
         close(grads[name], plain_grads[name])
 
 
+@pytest.mark.slow
 def test_training_with_chunked_loss_follows_the_plain_run(tokenizer, tmp_path):
     """Real text, MiniLM's 30k vocabulary, 6 steps with 2-step accumulation: the same losses and weights;
     evaluate() (full logits) and generate() work on the model afterwards."""

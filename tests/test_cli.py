@@ -41,6 +41,7 @@ def sst2_run(tiny_model, in_repo, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------------- SST-2
+@pytest.mark.slow
 @needs_data
 def test_sst2_train_writes_model_metrics_and_config(sst2_run):
     results = json.loads((sst2_run / "eval_results.json").read_text())
@@ -60,6 +61,7 @@ def test_sst2_train_writes_model_metrics_and_config(sst2_run):
     assert begin["args"]["eval_strategy"] == "epoch"  # the CLI default when there is validation data
 
 
+@pytest.mark.slow
 @needs_data
 def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     code, out, _ = run(["predict", "examples/sst2.yaml", "--set", f"output_dir={sst2_run}", *SST2_SMALL], capsys)
@@ -90,6 +92,7 @@ def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     assert "eval_accuracy" in out
 
 
+@pytest.mark.slow
 @needs_data
 def test_tokenization_cache_is_reused(sst2_run, tiny_model, in_repo, capsys, monkeypatch):
     cache_files = sorted((sst2_run / "cache" / "tokenized").glob("*.arrow"))
@@ -193,6 +196,7 @@ def test_regression_from_save_to_disk_with_validation_split(tiny_model, tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 @needs_data
 def test_resume_continues_global_step(tiny_model, in_repo, tmp_path, capsys):
     out = tmp_path / "resume"

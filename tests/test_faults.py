@@ -350,6 +350,7 @@ def test_second_trainer_on_the_same_output_dir_is_refused(tmp_path, tokenizer, m
     assert second.train().global_step == 2  # released at the end of the first train()
 
 
+@pytest.mark.slow
 def test_output_dir_lock_is_released_on_error_and_when_its_holder_dies(tmp_path, tokenizer, make_tiny_model):
     import subprocess
     import textwrap

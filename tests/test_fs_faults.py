@@ -184,6 +184,7 @@ def test_write_errors_injected_degrade_the_same_way(tmp_path, tokenizer, make_ti
     _check_degraded_run(trainer, out, before, caplog.records, every_kind_failed=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run_name,subdir", [("../../escape", "escape"), ("/abs/escape", None), ("..", "run"),
                                              ("group/run-1", "group/run-1")])
 def test_run_name_never_writes_outside_output_dir(tmp_path, tokenizer, make_tiny_model, run_name, subdir):

@@ -486,8 +486,8 @@ GLUE_ARGS = {"do_train": True, "eval_strategy": "epoch", "max_steps": 6, "per_de
              "max_train_samples": 192, "max_eval_samples": 64, "write_report": False, "log_level": "info"}
 
 
-@pytest.mark.parametrize("form", ["command_line", pytest.param("json", marks=pytest.mark.slow),
-                                  pytest.param("yaml", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["command_line", "json", "yaml"])
 def test_run_glue_style_client_script(tmp_path, form):
     import yaml
     values = {**GLUE_ARGS, "tokenizer_name": str(minilm_path()), "data_dir": str(DATA),

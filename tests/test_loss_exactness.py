@@ -97,6 +97,7 @@ def _tiny_gpt2(tokenizer):
                                       n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["8=4x2", "16=4x4"])
 def test_causal_lm_with_padding(tmp_path, tokenizer, split):
     from trainwright import DataCollatorForLanguageModeling

@@ -72,6 +72,7 @@ class _EmbeddingSpy(TrainerCallback):
         self.handle.remove()
 
 
+@pytest.mark.slow
 def test_neftune_changes_training_only_and_is_removed_after_train(tokenizer, tmp_path):
     data = shakespeare_lm_dataset(tokenizer, n=32)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)

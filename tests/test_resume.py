@@ -43,7 +43,9 @@ def _train_logs(trainer):
     return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
 
 
-@pytest.mark.parametrize("stop_at,accum", [(5, 1), (8, 1), (4, 2)], ids=["mid-epoch", "epoch-boundary", "accum2"])
+@pytest.mark.parametrize("stop_at,accum", [(5, 1), pytest.param(8, 1, marks=pytest.mark.slow),
+                                           pytest.param(4, 2, marks=pytest.mark.slow)],
+                         ids=["mid-epoch", "epoch-boundary", "accum2"])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tokenizer, make_tiny_model, sst2_small, stop_at, accum):
     data = sst2_small[0].select(range(64))  # 8 batches of 8: an epoch is 8 steps (4 with accumulation 2)
     full = _run(tmp_path / "full", data, tokenizer, make_tiny_model, gradient_accumulation_steps=accum)
@@ -224,6 +226,7 @@ SIGNAL_SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
     script = write_script(tmp_path / "run.py", SIGNAL_SCRIPT, out=str(tmp_path / "out"))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

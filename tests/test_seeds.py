@@ -115,6 +115,7 @@ def test_seed_000_sst2_best_model(tmp_path, monkeypatch):
         == ["checkpoint-12", "checkpoint-18", "checkpoint-6"]
 
 
+@pytest.mark.slow
 def test_seed_001_imdb_lazy_way(tmp_path, monkeypatch, tiny_checkpoint):
     monkeypatch.chdir(tmp_path)
     ds = load_dataset("imdb")
@@ -162,6 +163,7 @@ def test_seed_001_imdb_lazy_way(tmp_path, monkeypatch, tiny_checkpoint):
     assert (tmp_path / "out" / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_seed_002_workflow_local_files_resume_and_save(tmp_path, tiny_checkpoint):
     """Seed 002 is a workflow description: local CSV files → map(batched=True) → Auto class with num_labels →
     TrainingArguments (eval/save strategies, accumulation) → Trainer with a callback → train (resumable) →

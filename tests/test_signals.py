@@ -81,6 +81,7 @@ SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_sigterm_after_a_failed_train_kills_the_process(tmp_path):
     script = write_script(tmp_path / "run.py", SCRIPT, out=str(tmp_path / "out"))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

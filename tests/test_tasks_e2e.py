@@ -92,6 +92,7 @@ def ner_compute_metrics(eval_pred):
             "f1": results["overall_f1"], "accuracy": results["overall_accuracy"]}
 
 
+@pytest.mark.slow
 @needs_data
 def test_conll2003_ner_token_classification(tokenizer, tmp_path):
     from datasets import Dataset
@@ -194,6 +195,7 @@ def bleu_metrics(tokenizer, vocab):
     return compute_metrics
 
 
+@pytest.mark.slow
 @needs_data
 def test_multi30k_translation_seq2seq(tokenizer, tmp_path):
     train = multi30k(tokenizer, "train", 800)
@@ -258,6 +260,7 @@ def shakespeare(tokenizer):
     return vocab, blocks[:-64], blocks[-64:]
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("mode", ["padded", "packed_rows", "flattening"])
 def test_shakespeare_causal_lm(mode, tokenizer, shakespeare, tmp_path):

@@ -111,6 +111,13 @@ def create_scheduler(name: str, optimizer: Any, num_warmup_steps: int, num_train
                           ) from e
 
 
+def current_learning_rate(scheduler: Any, optimizer: Any) -> float:
+    """The learning rate to log: the schedule's last one (a metric-stepped schedule: the first group's)."""
+    if steps_on_metric(scheduler):
+        return float(optimizer.param_groups[0]["lr"])
+    return float(scheduler.get_last_lr()[0])
+
+
 def step_on_metric(scheduler: Any, metrics: dict, metric_for_best_model: str | None) -> None:
     """After an evaluation: a metric-stepped schedule steps with the best-model metric (default the loss), as
     transformers; one the evaluation did not produce raises naming the metrics it did."""

@@ -32,7 +32,7 @@ from .errors import ConfigError, ModelError
 from .hub import HubMixin
 from .memory import prepare_model_for_training
 from .neftune import neftune_callbacks
-from .optim import parameter_groups, step_on_metric, steps_on_metric
+from .optim import current_learning_rate, parameter_groups, step_on_metric, steps_on_metric
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, save_results, set_seed, write_json_result
 from .precision import Precision
 from .progress import LossTracker, Throughput
@@ -206,8 +206,8 @@ class Trainer(HubMixin):
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        """The learning-rate schedule ``args.lr_scheduler_type`` over ``num_training_steps`` (built once), with
-        ``args.lr_scheduler_kwargs`` and the warmup of ``args.warmup_steps``."""
+        """The learning-rate schedule ``args.lr_scheduler_type`` over ``num_training_steps`` (built once) for
+        ``optimizer`` (default: the trainer's), with ``args.lr_scheduler_kwargs`` and ``args.warmup_steps``."""
         if self.lr_scheduler is None:
             from .optim import create_scheduler
             self.lr_scheduler = create_scheduler(
@@ -397,15 +397,10 @@ class Trainer(HubMixin):
         logs: dict[str, float] = {"loss": self.loss_tracker.read_log_loss()}
         if self._grad_norm is not None:
             logs["grad_norm"] = float(self._grad_norm.item())
-        logs["learning_rate"] = self._get_learning_rate()
+        logs["learning_rate"] = current_learning_rate(self.lr_scheduler, self.optimizer)
         logs.update(self.throughput.read(self.state))
         self._check_nonfinite()
         self.log(logs)
-
-    def _get_learning_rate(self) -> float:
-        if steps_on_metric(self.lr_scheduler):
-            return float(self.optimizer.param_groups[0]["lr"])
-        return float(self.lr_scheduler.get_last_lr()[0])
 
     def _check_nonfinite(self) -> None:
         if self.precision.scaler is None:  # (the GradScaler skips non-finite steps itself)
@@ -421,7 +416,8 @@ class Trainer(HubMixin):
         return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds ``logs`` (with the epoch) to ``state.log_history`` and calls ``on_log``."""
+        """Adds ``logs`` (with the epoch) to ``state.log_history`` and calls ``on_log`` (``start_time``: accepted
+        for transformers' signature)."""
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})
@@ -431,7 +427,8 @@ class Trainer(HubMixin):
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
         """Evaluates on ``eval_dataset`` (default: the trainer's; a dict evaluates each set, prefixed by its name)
-        and returns the metrics (``eval_loss``, ``compute_metrics``' and the speed), also logged."""
+        and returns the metrics (``eval_loss``, ``compute_metrics``' and the speed), also logged. ``ignore_keys``:
+        model outputs left out of the predictions; ``metric_key_prefix``: the metrics' prefix."""
         override = eval_dataset is not None
         eval_dataset = eval_dataset if override else self.eval_dataset
         if isinstance(eval_dataset, dict):  # as HF: each set by name (get_eval_dataloader(name)), prefixed
@@ -450,7 +447,8 @@ class Trainer(HubMixin):
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
                 metric_key_prefix: str = "test") -> PredictionOutput:
-        """Predictions (in dataset order), label ids and metrics on ``test_dataset``."""
+        """Predictions (in dataset order), label ids and metrics on ``test_dataset``; ``ignore_keys`` and
+        ``metric_key_prefix`` as in :meth:`evaluate` (prefix ``test``)."""
         self._memory_tracker.start("test")
         dataloader = self.get_test_dataloader(test_dataset)
         output = self._run_evaluation(dataloader, "Prediction", ignore_keys, metric_key_prefix)
@@ -469,13 +467,15 @@ class Trainer(HubMixin):
     def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None,
                         metric_key_prefix: str = "eval") -> evaluation.EvalLoopOutput:
-        """Runs ``prediction_step`` over ``dataloader``; every batch's outputs leave the device as produced. Returns
-        predictions and label ids in dataset order, the metrics prefixed by ``metric_key_prefix`` and the rows."""
+        """Runs ``prediction_step`` over ``dataloader`` (``description``: "Evaluation" or "Prediction"); every
+        batch's outputs leave the device as produced. Returns predictions and label ids in dataset order (None with
+        ``prediction_loss_only``), the metrics prefixed by ``metric_key_prefix`` and the number of rows."""
         return evaluation.evaluation_loop(self, dataloader, prediction_loss_only, ignore_keys, metric_key_prefix)
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict, prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple:
-        """``(loss, logits, labels)`` of one batch, without gradients (loss only with ``prediction_loss_only``)."""
+        """``(loss, logits, labels)`` of one batch, without gradients (loss only with ``prediction_loss_only``);
+        outputs named in ``ignore_keys`` (default: the config's ``keys_to_ignore_at_inference``) left out."""
         return evaluation.prediction_step(self, model, inputs, prediction_loss_only, ignore_keys)
 
     # ================================================================== checkpoints and saving
@@ -529,7 +529,9 @@ class Trainer(HubMixin):
                           finetuned_from: str | None = None, tasks: str | list[str] | None = None,
                           dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
                           dataset_args: str | list[str] | None = None) -> None:
-        """Writes a README.md model card in output_dir (main process only); see trainwright.model_card."""
+        """Writes a README.md model card in output_dir (main process only): the arguments fill its metadata --
+        ``language``, ``license``, ``tags``, ``model_name``, ``finetuned_from``, ``tasks`` and the ``dataset*``
+        names (defaults read from the run); see trainwright.model_card."""
         from .model_card import create_model_card
         create_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
                           finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
