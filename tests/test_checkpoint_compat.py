@@ -4,7 +4,7 @@
 state moved into typed components): its running-loss and non-finite counters, world size and data fingerprint sit in
 the manifest's untyped ``extra`` dict. Resuming it must give the same weights, optimizer state and logged losses,
 bit for bit, as the uninterrupted run. Regenerate it (only if the tiny setup below changes) with the pre-refactor
-code: ``PYTHONPATH=src python tests/test_checkpoint_compat.py``.
+code: ``OMP_NUM_THREADS=1 PYTHONPATH=src python tests/test_checkpoint_compat.py``.
 """
 from __future__ import annotations
 
@@ -14,9 +14,20 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pre_refactor_run"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The fixture was written with one intra-op thread (OMP_NUM_THREADS=1): the runs compared with it use one too
+    (float sums are only bit-identical at the same thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_setup(output_dir, **overrides):
