@@ -30,6 +30,8 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+from .checkpoint.format import MANIFEST_NAME
+from .checkpoint.writer import _host
 from .errors import HubError
 
 logger = logging.getLogger("trainwright")
@@ -42,7 +44,6 @@ LAST_CHECKPOINT = "last-checkpoint"
 # copied from a checkpoint to the root of the repo (transformers' list, without the pickle formats) + our args
 MODELING_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
                   "adapter_config.json", "adapter_model.safetensors", "training_args.json")
-_MANIFEST = "trainwright_checkpoint.json"
 _MASKED_TOKEN = "<HUB_TOKEN>"
 # no answer at all, in the HTTP libraries of huggingface_hub's releases (httpx2 for 2.x, httpx for 1.x, requests)
 _TRANSPORT_ERRORS = (("httpx2", "TransportError"), ("httpx", "TransportError"),
@@ -163,10 +164,6 @@ def _place(src: str, dst: str, link: bool) -> None:
     shutil.copyfile(src, dst)
 
 
-def _host() -> str:
-    return re.sub(r"\W", "_", socket.gethostname())[:40]
-
-
 def new_staging_dir(output_dir: str) -> str:
     path = os.path.join(output_dir, f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(path)
@@ -211,7 +208,7 @@ def modeling_files(checkpoint: str) -> list[str]:
 def overlay_checkpoint_model(checkpoint: str, dest: str, processing_class: Any = None) -> None:
     """The checkpoint's model files over the root snapshot in ``dest`` (its manifest would no longer describe
     the weights, so it is left out), and the tokenizer saved again, as transformers does at each save."""
-    stale = os.path.join(dest, _MANIFEST)
+    stale = os.path.join(dest, MANIFEST_NAME)
     if os.path.exists(stale):
         os.remove(stale)
     for name in modeling_files(checkpoint):
