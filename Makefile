@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test bench browser report-screenshots clean
+.PHONY: venv demo lint test test-fast bench browser report-screenshots clean
 
 venv: $(VENV)/.installed
 
@@ -24,8 +24,17 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/trainwright demo
 
-test: venv
+lint: venv
+	$(BIN)/ruff check src tests bench examples
+
+# everything, lint first (a lint failure fails the target)
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+# the quick subset: no torchrun, no pretrained model, no torch.compile, no slow test (about 85 s on 2 CPU cores;
+# the tiny test models run fastest on one intra-op thread)
+test-fast: lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests -m "not slow and not torchrun and not pretrained and not compile"
 
 bench: venv
 	$(BIN)/python bench/bench_sst2.py

@@ -74,8 +74,9 @@ def main(argv=None):
         t = statistics.median(times[name])
         lines.append(f"| {name} | {t:.2f} s | {sizes[name][0] / 2**20:.1f} MiB | {', '.join(sizes[name][1])} |")
     ratio = statistics.median(times["hf"]) / statistics.median(times["trainwright"])
-    table = ("| trainer | save time (median of %d) | size | files |\n|---|---|---|---|\n" % opts.repeats
-             + "\n".join(lines) + f"\n\nSave-time ratio HF/trainwright: {ratio:.2f}x (above 1 means trainwright is faster). "
+    table = (f"| trainer | save time (median of {opts.repeats}) | size | files |\n|---|---|---|---|\n"
+             + "\n".join(lines)
+             + f"\n\nSave-time ratio HF/trainwright: {ratio:.2f}x (above 1 means trainwright is faster). "
              "trainwright's time includes fsyncing every file and the directory and hashing every file for the "
              "completion manifest; HF writes in place without fsync and pickles the optimizer state.\n")
     print(table)

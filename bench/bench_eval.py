@@ -89,8 +89,8 @@ def main(opts):
                              f"{m['padding']:.1%}", f"{m['accuracy']:.4f}", m["peak_mib"]])
             ratios.append([name, str(bs), f"{med['ours']['samples_s'] / med['hf']['samples_s']:.2f}x", f"{diff:.1e}"])
     load1 = C.load_average()
-    tab = C.table(["data", "eval batch", "trainer", "predict s (fastest)", "samples/s (fastest)", "samples/s, every run",
-                   "padding", "accuracy", "peak MiB"],
+    tab = C.table(["data", "eval batch", "trainer", "predict s (fastest)", "samples/s (fastest)",
+                   "samples/s, every run", "padding", "accuracy", "peak MiB"],
                   rows)
     rtab = C.table(["data", "eval batch", "samples/s ours / HF", "max abs logit difference"], ratios)
     print("\n" + tab + "\n\n" + rtab)

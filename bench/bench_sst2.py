@@ -1,7 +1,7 @@
 """MiniLM fine-tuned on SST-2: trainwright vs transformers.Trainer, side by side in one process.
 
     python bench/bench_sst2.py                      # defaults, then best settings (about 10 min on 2 CPU cores)
-    python bench/bench_sst2.py --identical-batches  # same model, batches and hyperparameters: per-step time + import time
+    python bench/bench_sst2.py --identical-batches  # same model, batches, hyperparameters: step time + import time
     python bench/bench_sst2.py --compile            # ours at best settings also with torch_compile=True
 
 The first 4,000 training sentences (the real SST-2 length distribution), batch 32, one epoch; dev accuracy
@@ -34,7 +34,8 @@ def parse():
     p.add_argument("--dev-rows", type=int, default=None, help="dev sentences to evaluate on (default: all 872)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--repeats", type=int, default=1, help="alternating repeats of every setting (the fastest run reported, all runs listed)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="alternating repeats of every setting (the fastest run reported, all runs listed)")
     p.add_argument("--settings", default="defaults,best", help="comma list of: defaults, best")
     p.add_argument("--max-tokens", type=int, default=None, help="ours also with max_tokens_per_batch=N in 'best' "
                    "(0: batch size x mean row length; default: no token budget)")
@@ -49,7 +50,8 @@ def parse():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-docs", action="store_true")
     p.add_argument("--section", default="sst2", help="the docs/benchmarks.md section to write (another name keeps "
-                   "the main section, e.g. for more seeds: --settings defaults --seed 45 --repeats 4 --section sst2-seeds)")
+                   "the main section, e.g. for more seeds: --settings defaults --seed 45 --repeats 4 "
+                   "--section sst2-seeds)")
     return p.parse_args()
 
 
@@ -165,7 +167,8 @@ def profile(kind: str, opts, tokenizer, train, steps: int = 8) -> str:
     import site
     for prefix in sorted(site.getsitepackages() + [str(C.ROOT) + "/"], key=len, reverse=True):
         text = text.replace(prefix.rstrip("/") + "/", "")
-    return f"#### {'transformers.Trainer' if kind == 'hf' else 'trainwright'}: {steps} steps, batch {opts.batch_size}\n\n" \
+    return f"#### {'transformers.Trainer' if kind == 'hf' else 'trainwright'}: {steps} steps, " \
+           f"batch {opts.batch_size}\n\n" \
            f"torch.profiler, top operators by self CPU time:\n\n```\n{ops.strip()}\n```\n\n" \
            f"cProfile, top functions by cumulative time:\n\n```\n{text.strip()}\n```\n"
 
@@ -198,7 +201,8 @@ def main_compare(opts):
                          f"{m['padding']:.1%}" if not math.isnan(m["padding"]) else "n/a", str(m["steps"]),
                          f"{m['step_s']:.3f}", m["eval_s"], m["eval_samples_s"], f"{m['accuracy']:.4f}", m["peak_mib"]])
         h, o = med[(setting, "hf")], med[(setting, "ours")]
-        ratios.append([setting, f"{o['samples_s'] / h['samples_s']:.2f}x", f"{o['eval_samples_s'] / h['eval_samples_s']:.2f}x",
+        ratios.append([setting, f"{o['samples_s'] / h['samples_s']:.2f}x",
+                       f"{o['eval_samples_s'] / h['eval_samples_s']:.2f}x",
                        f"{o['accuracy'] - h['accuracy']:+.4f}", f"{o['peak_mib'] / h['peak_mib']:.2f}x"])
     if "defaults" in wanted and "best" in wanted:
         hd, ob = med[("defaults", "hf")], med[("best", "ours")]
@@ -219,7 +223,9 @@ def main_compare(opts):
     if "defaults" in wanted:
         h, o = med[("defaults", "hf")], med[("defaults", "ours")]
         tr, ev = o["samples_s"] / h["samples_s"], o["eval_samples_s"] / h["eval_samples_s"]
-        targets.append(f"- Training at defaults >= 1.3x at equal or better accuracy: **{'met' if tr >= 1.3 and o['accuracy'] >= h['accuracy'] else 'NOT met'}** ({tr:.2f}x, accuracy {o['accuracy']:.4f} vs {h['accuracy']:.4f}).")
+        met = "met" if tr >= 1.3 and o["accuracy"] >= h["accuracy"] else "NOT met"
+        targets.append(f"- Training at defaults >= 1.3x at equal or better accuracy: **{met}** ({tr:.2f}x, accuracy "
+                       f"{o['accuracy']:.4f} vs {h['accuracy']:.4f}).")
         targets.append(f"- Evaluation >= 1.5x: **{'met' if ev >= 1.5 else 'NOT met'}** ({ev:.2f}x).")
     missed = any("NOT met" in t for t in targets)
 
@@ -275,7 +281,8 @@ def main_identical(opts):
              hf["peak_mib"], f"{t_hf:.2f} s (`from transformers import Trainer`)"],
             ["trainwright", f"{ours['step_s']:.4f}", ours["samples_s"], f"{ours['padding']:.1%}",
              f"{ours['train_loss']:.6f}", ours["peak_mib"],
-             f"{t_ours:.2f} s (`import trainwright`), {t_ours_full:.2f} s (`from trainwright import Trainer, TrainingArguments`)"]]
+             f"{t_ours:.2f} s (`import trainwright`), "
+             f"{t_ours_full:.2f} s (`from trainwright import Trainer, TrainingArguments`)"]]
     tab = C.table(["trainer", "median step s", "train samples/s", "padding", "train loss", "peak MiB", "import time"],
                   rows)
     ratio = hf["step_s"] / ours["step_s"]

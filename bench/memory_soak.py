@@ -73,8 +73,14 @@ def soak(workdir: str, steps: int = 5000, evaluates: int = 1000, sample_every: i
     from transformers import BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from trainwright import DataCollatorWithPadding, PrinterCallback, ProgressCallback, Trainer, TrainerCallback, \
-        TrainingArguments
+    from trainwright import (
+        DataCollatorWithPadding,
+        PrinterCallback,
+        ProgressCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     hf_logging.set_verbosity_error()
     log = log or (lambda m: None)

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
-import pytest
+import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import yaml  # noqa: E402
-
-from trainwright.cli import main  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
+from conftest import DATA, needs_data  # noqa: F401 (re-exported for the command-line tests)
+from conftest import ROOT as REPO  # noqa: F401
+from trainwright.cli import main
 
 
 def run(argv, capsys=None) -> tuple[int, str, str]:
@@ -56,11 +47,3 @@ def save_tiny_bert(path, tokenizer) -> str:
     tokenizer.save_pretrained(path)
     return str(path)
 
-
-@pytest.fixture(scope="module")
-def in_repo():
-    """The example configs use paths relative to the repository root."""
-    old = os.getcwd()
-    os.chdir(REPO)
-    yield REPO
-    os.chdir(old)

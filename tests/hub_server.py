@@ -114,7 +114,7 @@ class HubServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-test-server", daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread.start()
         return self
 

@@ -4,12 +4,17 @@ import json
 import logging
 
 import pytest
-import torch
 from transformers import TrainerCallback as HFTrainerCallback
 
 from conftest import accuracy_metrics
-from trainwright import (EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback,
-                         TrainingArguments)
+from trainwright import (
+    EarlyStoppingCallback,
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 
 def _args(tmp_path, **kw):
@@ -68,7 +73,8 @@ def test_hf_callback_changes_learning_rate_on_step_begin(tmp_path, tokenizer, ma
     t.train()
     assert cb.lrs[0] == pytest.approx(5e-4)  # the optimizer used the halved rate in that step
     moved = max((p.detach() - before[n]).abs().max().item() for n, p in t.model.named_parameters())
-    assert 0 < moved < 8 * 1e-3  # Adam moves each weight by about lr per step: halved rates keep it under 8 steps x 1e-3
+    # Adam moves each weight by about lr per step: halved rates keep it under 8 steps x 1e-3
+    assert 0 < moved < 8 * 1e-3
 
 
 class Recorder(TrainerCallback):
@@ -142,7 +148,7 @@ def test_add_pop_remove_callback(tmp_path, tokenizer, make_tiny_model):
     assert "ProgressCallback" in names()
 
 
-# ====================================================================== callback states across a resume (as transformers)
+# ================================================================ callback states across a resume (as transformers)
 def _es_args(tmp_path, **kw):
     # a learning rate of 0: every evaluation has the same loss, so the counter goes up by one each time
     return _args(tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
@@ -155,6 +161,7 @@ def _es_trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, callbacks, **k
                    eval_dataset=dev.select(range(16)), processing_class=tokenizer, callbacks=callbacks)
 
 
+@pytest.mark.slow
 def test_transformers_early_stopping_state_is_saved_and_restored_only_when_asked(tmp_path, tokenizer,
                                                                                make_tiny_model, sst2_small, caplog):
     from transformers import EarlyStoppingCallback as HFEarlyStopping

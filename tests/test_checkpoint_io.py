@@ -18,7 +18,6 @@ from torch import nn
 
 from trainwright.checkpoint import (
     MANIFEST_NAME,
-    _temp_name,
     checkpoint_status,
     latest_checkpoint,
     list_checkpoints,
@@ -28,6 +27,7 @@ from trainwright.checkpoint import (
     save_checkpoint,
     save_model_dir,
 )
+from trainwright.checkpoint.writer import _temp_name
 from trainwright.errors import CheckpointError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

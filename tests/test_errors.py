@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainwright import (CheckpointError, ConfigError, DataCollatorForTokenClassification, DataError, ModelError,
-                         Trainer, TrainerCallback, TrainingArguments)
+from trainwright import (
+    CheckpointError,
+    ConfigError,
+    DataCollatorForTokenClassification,
+    DataError,
+    ModelError,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 CASES: dict = {}
@@ -513,7 +521,8 @@ def test_valid_inputs_pass_preflight_and_train(tmp_path, tokenizer, make_tiny_mo
         (c.make_model(num_labels=1), c.data([0.5, 1.5, 2.0, 0.0] * 2)),
         (c.make_model(num_labels=1, problem_type="regression"), c.data([0, 3, 5, 1] * 2)),
         (c.make_model(num_labels=3), c.data([[1.0, 0.0, 1.0]] * 8)),
-        (c.make_model(num_labels=3), c.data([0, 1, 2, -100] * 2).cast_column("label", ClassLabel(names=["a", "b", "c"]))),
+        (c.make_model(num_labels=3), c.data([0, 1, 2, -100] * 2).cast_column("label", ClassLabel(names=["a", "b",
+                                                                                                        "c"]))),
     ]
     for i, (model, data) in enumerate(cases):
         trainer = Trainer(model, c.args(output_dir=str(tmp_path / f"o{i}"), max_steps=1), train_dataset=data,
@@ -531,7 +540,7 @@ def test_valid_inputs_pass_preflight_and_train(tmp_path, tokenizer, make_tiny_mo
 
 
 def test_preflight_leaves_rng_untouched(tmp_path, tokenizer, make_tiny_model, sst2_small):
-    from trainwright.validation import preflight
+    from trainwright.preflight import preflight
     train, _ = sst2_small
     trainer = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path), report_to="none", max_steps=1,
                                                            disable_tqdm=True, eval_strategy="no"),
@@ -569,7 +578,7 @@ def test_preflight_leaves_a_seeded_collator_untouched(tmp_path, tokenizer, sst2_
 
     from conftest import tiny_bert_config
     from trainwright import DataCollatorForLanguageModeling
-    from trainwright.validation import preflight
+    from trainwright.preflight import preflight
     train = sst2_small[0].select(range(32)).remove_columns(["sentence", "label"])
     rows = [train[i] for i in range(8)]
     expected = DataCollatorForLanguageModeling(tokenizer, seed=0)(rows)
@@ -628,7 +637,8 @@ def test_nan_label_warns_once_with_its_row(tmp_path, tokenizer, make_tiny_model,
 def test_optimizer_leaving_out_parameters_warns_and_trains(tmp_path, tokenizer, make_tiny_model, monkeypatch):
     c = Ctx(tmp_path, tokenizer, make_tiny_model, monkeypatch)
     model = c.make_model()
-    c.build(model=model, train=c.data([0, 1] * 4), optimizers=(torch.optim.SGD(model.classifier.parameters(), lr=0.1), None))
+    c.build(model=model, train=c.data([0, 1] * 4), optimizers=(torch.optim.SGD(model.classifier.parameters(), lr=0.1),
+                                                               None))
     with pytest.warns(UserWarning, match="leaves out .* trainable parameters"):
         out = c.trainer.train()
     assert out.global_step == 2

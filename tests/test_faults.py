@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainwright import (CheckpointError, ConfigError, NonFiniteLossError, Trainer, TrainerCallback,
-                         TrainingArguments)
+from trainwright import CheckpointError, ConfigError, NonFiniteLossError, Trainer, TrainerCallback, TrainingArguments
 from trainwright.checkpoint import checkpoint_status, list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +233,7 @@ def test_best_model_bookkeeping_changes_only_with_a_complete_checkpoint(tmp_path
         assert torch.equal(value, weights[4][name]), name
 
 
-# =============================================================================================== a resume that is not exact
+# ====================================================================================== a resume that is not exact
 def _stopped_run(tmp_path, tokenizer, make_tiny_model, **kw):
     from conftest import StopAt
     Trainer(make_tiny_model(), _args(tmp_path, save_strategy="steps", save_steps=2, seed=7, **kw),
@@ -351,6 +350,7 @@ def test_second_trainer_on_the_same_output_dir_is_refused(tmp_path, tokenizer, m
     assert second.train().global_step == 2  # released at the end of the first train()
 
 
+@pytest.mark.slow
 def test_output_dir_lock_is_released_on_error_and_when_its_holder_dies(tmp_path, tokenizer, make_tiny_model):
     import subprocess
     import textwrap
@@ -365,7 +365,7 @@ def test_output_dir_lock_is_released_on_error_and_when_its_holder_dies(tmp_path,
     # another process holds the lock, then is killed: no stale lock remains
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from trainwright.run_lock import OutputDirLock
+        from trainwright.checkpoint.run_lock import OutputDirLock
         lock = OutputDirLock({str(tmp_path / 'out')!r})
         assert lock.acquire()
         print("locked", flush=True)

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from trainwright import Trainer, TrainerCallback, TrainingArguments
-from trainwright import safe_fs
-from trainwright.checkpoint import list_checkpoints, load_checkpoint
+from trainwright.checkpoint import list_checkpoints, load_checkpoint, safe_fs
 
 
 def _data(tokenizer, n=24):
@@ -150,8 +149,9 @@ def test_full_disk_on_a_real_small_filesystem(small_fs, tokenizer, make_tiny_mod
 def test_write_errors_injected_degrade_the_same_way(tmp_path, tokenizer, make_tiny_model, caplog, monkeypatch):
     """The same run where the disk cannot be filled for real: from step 2 on every write raises ENOSPC (the
     metrics writer after writing half a line, as a disk that fills mid-write does)."""
-    import trainwright.report
     from torch.utils.tensorboard import SummaryWriter
+
+    import trainwright.report
     safe_fs.reset_warnings()
     monkeypatch.delenv("TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE", raising=False)
     full = {"on": False}
@@ -184,6 +184,7 @@ def test_write_errors_injected_degrade_the_same_way(tmp_path, tokenizer, make_ti
     _check_degraded_run(trainer, out, before, caplog.records, every_kind_failed=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run_name,subdir", [("../../escape", "escape"), ("/abs/escape", None), ("..", "run"),
                                              ("group/run-1", "group/run-1")])
 def test_run_name_never_writes_outside_output_dir(tmp_path, tokenizer, make_tiny_model, run_name, subdir):

@@ -110,7 +110,8 @@ SAMPLES = {"lr_scheduler_kwargs": {"num_cycles": 2}, "optim_args": "momentum=0.9
            "torch_compile_mode": "default", "torch_empty_cache_steps": 4, "logging_dir": "logs",
            "report_to": "tensorboard", "eval_steps": 5, "eval_accumulation_steps": 2, "include_for_metrics": ["inputs"],
            "save_total_limit": 2, "metric_for_best_model": "f1", "greater_is_better": False, "data_seed": 3,
-           "dataloader_multiprocessing_context": "spawn", "label_names": ["a", "b"], "ddp_find_unused_parameters": False,
+           "dataloader_multiprocessing_context": "spawn", "label_names": ["a", "b"],
+           "ddp_find_unused_parameters": False,
            "ddp_bucket_cap_mb": 25, "ddp_broadcast_buffers": False, "ddp_static_graph": True, "ddp_backend": "gloo",
            "fsdp": "full_shard offload", "fsdp_config": {"min_num_params": 10}, "resume_from_checkpoint": "ckpt",
            "max_tokens_per_batch": 512, "generation_max_length": 10, "generation_num_beams": 2,
@@ -193,7 +194,8 @@ def test_command_line_values_match_what_transformers_parses():
                                     ).parse_args_into_dataclasses(**parser_args)
         *_, hf = HfArgumentParser((ModelArguments, DataTrainingArguments, transformers.TrainingArguments)
                                   ).parse_args_into_dataclasses(**parser_args)
-    for name in ("output_dir", "do_train", "do_eval", "report_to", "eval_strategy", "save_strategy", "lr_scheduler_type",
+    for name in ("output_dir", "do_train", "do_eval", "report_to", "eval_strategy", "save_strategy",
+                 "lr_scheduler_type",
                  "lr_scheduler_kwargs", "include_for_metrics", "label_names", "tf32", "remove_unused_columns",
                  "logging_steps", "warmup_steps", "load_best_model_at_end", "metric_for_best_model",
                  "greater_is_better", "per_device_train_batch_size", "seed", "optim", "activation_checkpointing",
@@ -485,11 +487,12 @@ GLUE_ARGS = {"do_train": True, "eval_strategy": "epoch", "max_steps": 6, "per_de
              "max_train_samples": 192, "max_eval_samples": 64, "write_report": False, "log_level": "info"}
 
 
-@pytest.mark.parametrize("form", ["command_line", pytest.param("json", marks=pytest.mark.slow),
-                                  pytest.param("yaml", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["command_line", "json", "yaml"])
 def test_run_glue_style_client_script(tmp_path, form):
     import yaml
-    values = {**GLUE_ARGS, "tokenizer_name": str(minilm_path()), "data_dir": str(DATA), "output_dir": str(tmp_path / "out")}
+    values = {**GLUE_ARGS, "tokenizer_name": str(minilm_path()), "data_dir": str(DATA),
+              "output_dir": str(tmp_path / "out")}
     if form == "command_line":
         argv = []
         for key, value in values.items():
@@ -517,6 +520,7 @@ def test_run_glue_style_client_script(tmp_path, form):
     assert "Training/evaluation parameters" in proc.stdout  # log_level=info reached the script's logger
 
 
+@pytest.mark.torchrun
 @pytest.mark.slow
 def test_main_process_first_under_torchrun(tmp_path):
     from test_distributed import TORCHRUN, Launch

@@ -171,6 +171,7 @@ def test_memory_metrics_only_when_asked(tmp_path, tokenizer, make_tiny_model, ss
     assert not any("_mem_" in k for k in trainer.evaluate(dev))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["psutil", "proc"])
 def test_memory_metrics_with_skip_memory_metrics_false(tmp_path, tokenizer, make_tiny_model, sst2_small,
                                                        monkeypatch, source):

@@ -102,6 +102,7 @@ def test_every_save_pushes_the_model_of_each_save(tmp_path, hub, request, transf
     assert model.config.num_labels == 2
 
 
+@pytest.mark.slow
 def test_checkpoint_strategy_pushes_a_resumable_last_checkpoint(tmp_path, hub, make_tiny_model, sst2_small,
                                                                tokenizer):
     out = tmp_path / "run"
@@ -122,6 +123,7 @@ def test_checkpoint_strategy_pushes_a_resumable_last_checkpoint(tmp_path, hub, m
     assert again.state.global_step == 6
 
 
+@pytest.mark.slow
 def test_all_checkpoints_pushes_each_checkpoint_even_once_rotated_away(tmp_path, hub, make_tiny_model, sst2_small,
                                                                       tokenizer):
     out = tmp_path / "run"
@@ -141,6 +143,7 @@ def test_all_checkpoints_pushes_each_checkpoint_even_once_rotated_away(tmp_path,
     assert "Training in progress, step 4, checkpoint" in hub.commit_messages()
 
 
+@pytest.mark.slow
 def test_end_strategy_pushes_on_save_model_and_push_to_hub_only(tmp_path, hub, make_tiny_model, sst2_small,
                                                                 tokenizer):
     class CountPushes(TrainerCallback):
@@ -263,6 +266,7 @@ def test_a_rejected_token_fails_before_training(tmp_path, hub, make_tiny_model, 
 
 
 # ---------------------------------------------------------------------- offline, then trainwright push
+@pytest.mark.slow
 def test_offline_run_trains_says_once_how_to_push_later_and_push_directory_does_it(tmp_path, monkeypatch, caplog,
                                                                                   make_tiny_model, sst2_small,
                                                                                   tokenizer):
@@ -317,6 +321,7 @@ def test_closed_port_is_reported_once_with_the_endpoint(tmp_path, monkeypatch, o
     assert "run the command again" in str(e.value)
 
 
+@pytest.mark.slow
 def test_push_directory_of_a_run_with_only_checkpoints(tmp_path, hub, make_tiny_model, sst2_small, tokenizer):
     out = tmp_path / "run"
     make_trainer(out, make_tiny_model, sst2_small, tokenizer).train()  # no save_model: checkpoints only

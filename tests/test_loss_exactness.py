@@ -97,6 +97,7 @@ def _tiny_gpt2(tokenizer):
                                       n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["8=4x2", "16=4x4"])
 def test_causal_lm_with_padding(tmp_path, tokenizer, split):
     from trainwright import DataCollatorForLanguageModeling
@@ -169,7 +170,7 @@ def test_custom_label_names(tmp_path, tokenizer):
                   data_collator=_pad_collator("targets"))
 
 
-# ------------------------------------------------------------------------------------------------ (c) num_items_in_batch
+# ------------------------------------------------------------------------------------------ (c) num_items_in_batch
 class ShiftingLM(torch.nn.Module):
     """A small causal LM (not named like one, so the Trainer does not know it shifts) that takes
     ``num_items_in_batch`` and returns ``sum / num_items_in_batch``: exact only if that count is passed to it."""

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from memory_support import causal_batch, saved_tensor_bytes, shakespeare_lm_dataset, tiny_causal_lm
-from trainwright import (ConfigError, DataCollatorForLanguageModeling, ModelError, Trainer, TrainerCallback,
-                         TrainingArguments)
+from trainwright import (
+    ConfigError,
+    DataCollatorForLanguageModeling,
+    ModelError,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 
 def _args(tmp_path, name="out", **kw):
@@ -29,6 +35,7 @@ def test_neftune_noise_is_transformers_noise():
     """Same RNG state: our hook's output equals transformers' neftune_post_forward_hook bit for bit; no noise in
     eval mode."""
     from transformers.integrations.neftune import neftune_post_forward_hook
+
     from trainwright.neftune import neftune_hook
     emb = torch.nn.Embedding(50, 16)
     emb.neftune_noise_alpha = 5.0
@@ -65,6 +72,7 @@ class _EmbeddingSpy(TrainerCallback):
         self.handle.remove()
 
 
+@pytest.mark.slow
 def test_neftune_changes_training_only_and_is_removed_after_train(tokenizer, tmp_path):
     data = shakespeare_lm_dataset(tokenizer, n=32)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)

@@ -485,7 +485,7 @@ def _ref(qid, *texts):
 
 
 def test_squad_normalisation_rules():
-    from trainwright.metrics_squad import f1_score, normalize_answer
+    from trainwright.metrics.squad import f1_score, normalize_answer
     assert normalize_answer("  The  Denver Broncos! ") == "denver broncos"
     assert normalize_answer("an apple, a pear and the plum.") == "apple pear and plum"
     assert normalize_answer("theatre anthem") == "theatre anthem"  # articles only as whole words

@@ -27,6 +27,7 @@ def test_quickstart_block_is_offline_and_local():
     assert '"glue"' not in code and "bert-base-uncased" not in code  # no Hub names in the offline quickstart
 
 
+@pytest.mark.pretrained
 @pytest.mark.slow
 @needs_data
 def test_readme_quickstart_runs_as_written(tmp_path):

@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 
-from conftest import ROOT, StopAt, accuracy_metrics
+from conftest import StopAt, accuracy_metrics, write_script
 from trainwright import CheckpointError, EarlyStoppingCallback, Trainer, TrainingArguments
 
 
@@ -44,7 +43,9 @@ def _train_logs(trainer):
     return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
 
 
-@pytest.mark.parametrize("stop_at,accum", [(5, 1), (8, 1), (4, 2)], ids=["mid-epoch", "epoch-boundary", "accum2"])
+@pytest.mark.parametrize("stop_at,accum", [(5, 1), pytest.param(8, 1, marks=pytest.mark.slow),
+                                           pytest.param(4, 2, marks=pytest.mark.slow)],
+                         ids=["mid-epoch", "epoch-boundary", "accum2"])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tokenizer, make_tiny_model, sst2_small, stop_at, accum):
     data = sst2_small[0].select(range(64))  # 8 batches of 8: an epoch is 8 steps (4 with accumulation 2)
     full = _run(tmp_path / "full", data, tokenizer, make_tiny_model, gradient_accumulation_steps=accum)
@@ -211,14 +212,8 @@ def test_final_model_loads_with_transformers(tmp_path, tokenizer, make_tiny_mode
         assert torch.allclose(model(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
 
 
-SIGNAL_SCRIPT = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from conftest import *
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from trainwright import Trainer, TrainingArguments, TrainerCallback
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    data = sst2_dataset("train", 64).map(lambda b: tok(b["sentence"], truncation=True, max_length=32), batched=True)
+SIGNAL_SCRIPT = """
+    data = sst2_rows(64)
     class Slow(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 3:
@@ -228,12 +223,12 @@ SIGNAL_SCRIPT = textwrap.dedent("""
                              disable_tqdm=True, write_report=False)
     Trainer(BertForSequenceClassification(tiny_bert_config(tok)), args, train_dataset=data, processing_class=tok,
             callbacks=[Slow()]).train()
-""")
+"""
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SIGNAL_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
+    script = write_script(tmp_path / "run.py", SIGNAL_SCRIPT, out=str(tmp_path / "out"))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "READY" in line:

@@ -58,6 +58,7 @@ def _assert_same_weights(a, b):
         assert torch.equal(p, q), f"{n} differs by {(p - q).abs().max().item()}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,workers", [("hf-mlm", 2), ("hf-wwm", 2), ("tw-seeded", 2), ("hf-mlm", 0)],
                          ids=["mlm-2workers", "whole-word-2workers", "own-generator-2workers", "mlm-main-process"])
 def test_resumed_run_with_random_collator_is_bit_identical(tmp_path, tokenizer, mlm_rows, wwm_rows, kind, workers):

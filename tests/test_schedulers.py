@@ -115,7 +115,8 @@ def test_reduce_lr_on_plateau_lowers_the_learning_rate_on_a_plateau(tmp_path, to
 
 
 @pytest.mark.parametrize("kind", ["torch_plateau", "transformers_greedy"])
-def test_a_metric_scheduler_passed_through_optimizers_gets_the_metric(tmp_path, tokenizer, make_tiny_model, sst2_small, kind):
+def test_a_metric_scheduler_passed_through_optimizers_gets_the_metric(tmp_path, tokenizer, make_tiny_model, sst2_small,
+                                                                      kind):
     model = make_tiny_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     if kind == "torch_plateau":
@@ -140,6 +141,7 @@ def test_greedy_schedule_by_name(tmp_path, tokenizer, make_tiny_model, sst2_smal
     _assert_dropped_after(trainer, 9)
 
 
+@pytest.mark.slow
 def test_plateau_schedule_resumes_exactly(tmp_path, tokenizer, make_tiny_model, sst2_small):
     kw = dict(lr_scheduler_type="reduce_lr_on_plateau", save_strategy="steps", save_steps=3, learning_rate=1e-6,
               lr_scheduler_kwargs={"patience": 0, "factor": 0.5, "threshold": 0.05})

@@ -22,7 +22,8 @@ def load_dataset(name, config=None, **kw):
     if name == "imdb":
         with open(DATA / "imdb" / "texts.csv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
-        split = {"train": [r for r in rows if r["is_valid"] == "False"], "test": [r for r in rows if r["is_valid"] == "True"]}
+        split = {"train": [r for r in rows if r["is_valid"] == "False"],
+                 "test": [r for r in rows if r["is_valid"] == "True"]}
         return DatasetDict({k: Dataset.from_dict({"text": [r["text"] for r in v],
                                                   "label": [int(r["label"] == "positive") for r in v]})
                             for k, v in split.items()})
@@ -39,9 +40,15 @@ def tiny_checkpoint(tmp_path, tokenizer):
     return str(path)
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_seed_000_sst2_best_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # seed: one `from transformers import (...)`
+    from transformers import (  # seed: one `from transformers import (...)`
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
     from trainwright import DataCollatorWithPadding, Trainer, TrainingArguments  # for all five names
     from trainwright import metrics as evaluate  # seed: import evaluate
 
@@ -108,6 +115,7 @@ def test_seed_000_sst2_best_model(tmp_path, monkeypatch):
         == ["checkpoint-12", "checkpoint-18", "checkpoint-6"]
 
 
+@pytest.mark.slow
 def test_seed_001_imdb_lazy_way(tmp_path, monkeypatch, tiny_checkpoint):
     monkeypatch.chdir(tmp_path)
     ds = load_dataset("imdb")
@@ -155,6 +163,7 @@ def test_seed_001_imdb_lazy_way(tmp_path, monkeypatch, tiny_checkpoint):
     assert (tmp_path / "out" / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_seed_002_workflow_local_files_resume_and_save(tmp_path, tiny_checkpoint):
     """Seed 002 is a workflow description: local CSV files → map(batched=True) → Auto class with num_labels →
     TrainingArguments (eval/save strategies, accumulation) → Trainer with a callback → train (resumable) →
@@ -200,11 +209,15 @@ def test_seed_002_workflow_local_files_resume_and_save(tmp_path, tiny_checkpoint
         assert torch.allclose(reloaded(**batch).logits, trainer2.model(**batch).logits, atol=1e-6)
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_seed_003_mrpc_course(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from transformers import AutoTokenizer
 
-    from trainwright import DataCollatorWithPadding  # seed: from transformers import AutoTokenizer, DataCollatorWithPadding
+    from trainwright import (
+        DataCollatorWithPadding,  # seed: from transformers import AutoTokenizer, DataCollatorWithPadding
+    )
 
     raw_datasets = load_dataset("glue", "mrpc")
     checkpoint = minilm_path()  # seed: "bert-base-uncased"
@@ -270,6 +283,8 @@ def test_seed_003_mrpc_course(tmp_path, monkeypatch):
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+@pytest.mark.pretrained
+@pytest.mark.slow
 def test_minilm_on_1000_sst2_sentences_beats_075(tmp_path, tokenizer):
     """The real pretrained MiniLM, one epoch on 1,000 SST-2 training sentences, full dev set."""
     from transformers import AutoModelForSequenceClassification

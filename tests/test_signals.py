@@ -4,11 +4,10 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import write_script
 from trainwright import Trainer, TrainerCallback, TrainingArguments
 
 
@@ -58,20 +57,14 @@ def test_retried_train_runs_all_its_steps(tmp_path, tokenizer, make_tiny_model, 
     trainer = _trainer(tmp_path, tokenizer, make_tiny_model, sst2_small, callback)
     with pytest.raises(Boom):
         trainer.train()
-    assert trainer._signal_received is None
+    assert trainer.stop_signal.received is None
     out = trainer.train()  # would stop with SystemExit(130) after one step if the flag survived
     assert out.global_step == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-SCRIPT = textwrap.dedent("""
-    import os, signal, sys, time
-    sys.path.insert(0, {tests!r})
-    from conftest import *
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from trainwright import Trainer, TrainingArguments, TrainerCallback
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    data = sst2_dataset("train", 32).map(lambda b: tok(b["sentence"], truncation=True, max_length=32), batched=True)
+SCRIPT = """
+    data = sst2_rows(32)
     class Fail(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             raise RuntimeError("a callback failed")
@@ -85,12 +78,12 @@ SCRIPT = textwrap.dedent("""
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)
     print("STILL ALIVE", flush=True)
-""")
+"""
 
 
+@pytest.mark.slow
 def test_sigterm_after_a_failed_train_kills_the_process(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
+    script = write_script(tmp_path / "run.py", SCRIPT, out=str(tmp_path / "out"))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "CAUGHT" in proc.stdout, proc.stderr[-2000:]
     assert "STILL ALIVE" not in proc.stdout

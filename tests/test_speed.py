@@ -9,8 +9,13 @@ import torch
 
 from conftest import StopAt, sst2_dataset
 from trainwright import DataCollatorWithPadding, Trainer, TrainingArguments
-from trainwright.data.samplers import (EpochPlan, EvalBatchSampler, ResumableBatchSampler, TokenBudgetBatchSampler,
-                                       dataset_lengths)
+from trainwright.data.samplers import (
+    EpochPlan,
+    EvalBatchSampler,
+    ResumableBatchSampler,
+    TokenBudgetBatchSampler,
+    dataset_lengths,
+)
 
 
 def _args(out, **kw):
@@ -291,7 +296,8 @@ def test_auto_sampling_groups_by_length_only_when_it_saves_padding(tmp_path, tok
     shuffled = ResumableBatchSampler(len(train), 16, seed=7)
     assert grouped < 0.7 * sum(_padded(b, lengths) for b in shuffled)
     # HF's random order on request
-    plain = Trainer(make_tiny_model(), _args(tmp_path, per_device_train_batch_size=16, train_sampling_strategy="random"),
+    plain = Trainer(make_tiny_model(), _args(tmp_path, per_device_train_batch_size=16,
+                                             train_sampling_strategy="random"),
                     train_dataset=train, processing_class=tokenizer).get_train_dataloader().batch_sampler
     assert not plain.group_by_length and list(plain) == list(shuffled)
     # padding to a fixed max_length: nothing to save, random order
@@ -302,7 +308,8 @@ def test_auto_sampling_groups_by_length_only_when_it_saves_padding(tmp_path, tok
     # rows of equal length (pre-padded): random order
     same = train.map(lambda b: tokenizer(b["sentence"], padding="max_length", truncation=True, max_length=64),
                      batched=True)
-    s = Trainer(make_tiny_model(), args, train_dataset=same, processing_class=tokenizer).get_train_dataloader().batch_sampler
+    s = Trainer(make_tiny_model(), args, train_dataset=same,
+                processing_class=tokenizer).get_train_dataloader().batch_sampler
     assert not s.group_by_length
 
 
@@ -323,7 +330,7 @@ def test_length_groups_are_whole_optimizer_steps_so_accumulation_sees_the_same_r
 
 
 def test_resume_refuses_a_different_sampling_strategy():
-    from trainwright.distributed import resume_mismatches
+    from trainwright.checkpoint.resume import resume_mismatches
     args = TrainingArguments(output_dir="x", train_sampling_strategy="random")
     out = resume_mismatches({"train_sampling_strategy": "auto"}, 1, args, 1)
     assert any("train_sampling_strategy" in m for m in out)
@@ -331,6 +338,8 @@ def test_resume_refuses_a_different_sampling_strategy():
 
 
 # ------------------------------------------------------------------------------------ compile
+@pytest.mark.compile
+@pytest.mark.slow
 def test_torch_compile_buckets_lengths_and_does_not_recompile_per_length(tmp_path, tokenizer, make_tiny_model,
                                                                          sst2_small):
     """Dynamo with the "eager" backend (no code generation: seconds, not the minute inductor takes on a

@@ -117,7 +117,8 @@ def test_evaluate_override_with_best_model(tmp_path, tokenizer, make_tiny_model,
     counter = Counter()
     examples = dev.select(range(40))
     trainer = PostProcessingTrainer(make_tiny_model(), _best_args(tmp_path, "balanced_accuracy"),
-                                    train_dataset=train.select(range(64)), eval_dataset=examples.remove_columns("label"),
+                                    train_dataset=train.select(range(64)),
+                                    eval_dataset=examples.remove_columns("label"),
                                     processing_class=tokenizer, compute_metrics=_balanced_accuracy,
                                     eval_examples=examples, post_process_function=_post_process, callbacks=[counter])
     trainer.train()
@@ -300,7 +301,7 @@ def test_metric_over_the_whole_eval_set_is_not_refused(tmp_path, tokenizer, make
 def test_large_eval_set_code_errors_fail_others_wait(tmp_path, tokenizer, make_tiny_model, sst2_small, monkeypatch):
     """An eval set too large to evaluate whole before training: an error of the code itself still stops the run;
     a ValueError (a metric that may need more rows) is left to the first evaluation, with a warning."""
-    import trainwright.eval_preflight as ep
+    import trainwright.preflight.evaluation as ep
     monkeypatch.setattr(ep, "DRY_RUN_FULL_ROWS", 8)
     train, dev = sst2_small
 

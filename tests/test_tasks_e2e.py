@@ -13,15 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, LABEL2ID, NER_LABELS, read_conll
-from trainwright import (ConfigError, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
-                         DataCollatorForTokenClassification, DataCollatorWithFlattening, Seq2SeqTrainer,
-                         Seq2SeqTrainingArguments, Trainer, TrainingArguments, metrics)
+from conftest import DATA, LABEL2ID, NER_LABELS, needs_data, read_conll
+from trainwright import (
+    ConfigError,
+    DataCollatorForLanguageModeling,
+    DataCollatorForSeq2Seq,
+    DataCollatorForTokenClassification,
+    DataCollatorWithFlattening,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainingArguments,
+    metrics,
+)
 from trainwright.data.packing import DataCollatorForPackedRows, pack_dataset
 from trainwright.data.token_classification import tokenize_and_align_labels
-
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (the shared real data) is not available")
-
 
 QUIET = dict(report_to="none", disable_tqdm=True, save_strategy="no", write_report=False, seed=0)
 
@@ -77,15 +83,16 @@ def ner_compute_metrics(eval_pred):
     seqeval = metrics.load("seqeval")
     logits, labels = eval_pred
     predictions = np.argmax(logits, axis=-1)
-    true_predictions = [[NER_LABELS[p] for p, l in zip(pred, lab) if l != -100]
+    true_predictions = [[NER_LABELS[p] for p, tag in zip(pred, lab) if tag != -100]
                         for pred, lab in zip(predictions, labels)]
-    true_labels = [[NER_LABELS[l] for p, l in zip(pred, lab) if l != -100]
+    true_labels = [[NER_LABELS[tag] for p, tag in zip(pred, lab) if tag != -100]
                    for pred, lab in zip(predictions, labels)]
     results = seqeval.compute(predictions=true_predictions, references=true_labels, zero_division=0)
     return {"precision": results["overall_precision"], "recall": results["overall_recall"],
             "f1": results["overall_f1"], "accuracy": results["overall_accuracy"]}
 
 
+@pytest.mark.slow
 @needs_data
 def test_conll2003_ner_token_classification(tokenizer, tmp_path):
     from datasets import Dataset
@@ -182,12 +189,13 @@ def bleu_metrics(tokenizer, vocab):
         decoded_preds = tokenizer.batch_decode(vocab.decode_ids(preds), skip_special_tokens=True)
         decoded_labels = tokenizer.batch_decode(vocab.decode_ids(labels), skip_special_tokens=True)
         result = sacrebleu.compute(predictions=[p.strip() for p in decoded_preds],
-                                   references=[[l.strip()] for l in decoded_labels])
+                                   references=[[text.strip()] for text in decoded_labels])
         gen_len = np.mean([np.count_nonzero((p != 0) & (p != 1)) for p in preds])
         return {"bleu": result["score"], "gen_len": float(gen_len)}
     return compute_metrics
 
 
+@pytest.mark.slow
 @needs_data
 def test_multi30k_translation_seq2seq(tokenizer, tmp_path):
     train = multi30k(tokenizer, "train", 800)
@@ -252,6 +260,7 @@ def shakespeare(tokenizer):
     return vocab, blocks[:-64], blocks[-64:]
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("mode", ["padded", "packed_rows", "flattening"])
 def test_shakespeare_causal_lm(mode, tokenizer, shakespeare, tmp_path):
@@ -366,7 +375,7 @@ def test_seq2seq_compute_metrics_gets_generated_ids(tokenizer, toy_pairs, tmp_pa
 
     def compute_metrics(eval_pred):
         seen["preds"], seen["labels"] = eval_pred.predictions, eval_pred.label_ids
-        exact = [np.array_equal(p[1:1 + (l != -100).sum()], l[l != -100]) for p, l in zip(*eval_pred)]
+        exact = [np.array_equal(p[1:1 + (ref != -100).sum()], ref[ref != -100]) for p, ref in zip(*eval_pred)]
         return {"exact": float(np.mean(exact))}
 
     model = tiny_bart(tokenizer, 50)

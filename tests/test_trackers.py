@@ -81,7 +81,7 @@ def test_tensorboard_run_read_back(tmp_path, tokenizer):
 
     assert json.loads(text("args"))["learning_rate"] == 1e-3                   # transformers' args text
     assert json.loads(text("model_config"))["hidden_size"] == 32                # and the model config
-    from tensorboard.plugins.hparams import plugin_data_pb2                     # trainwright's HParams
+    from tensorboard.plugins.hparams import plugin_data_pb2  # trainwright's HParams
     start = plugin_data_pb2.HParamsPluginData.FromString(
         ea.PluginTagToContent("hparams")["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["learning_rate"].number_value == pytest.approx(1e-3)
@@ -287,14 +287,16 @@ def _wandb_run(tmp_path):
 def test_report_to_all_builds_transformers_available_integrations(tmp_path, tokenizer, mlflow_unset):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
-    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
-                                                             get_available_reporting_integrations)
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
 
     trainer = _trainer(tmp_path / "out", tokenizer, "all")
     names = get_available_reporting_integrations()
     assert {"tensorboard", "mlflow", "wandb"} <= set(names)
-    trackers = [cb for cb in trainer.callback_handler.callbacks if type(cb).__module__.startswith("trainwright.loggers.")
-                and type(cb).__name__ != "MetricsJsonlCallback"]
+    trackers = [cb for cb in trainer.callback_handler.callbacks
+                if type(cb).__module__.startswith("trainwright.loggers.") and type(cb).__name__ != "MetricsJsonlCallback"]
     assert [type(cb).__name__ for cb in trackers] == [INTEGRATION_TO_CALLBACK[n].__name__ for n in names]
     assert all(isinstance(cb, INTEGRATION_TO_CALLBACK[n]) for cb, n in zip(trackers, names))
     # transformers' class finds trainwright's subclass

@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from conftest import accuracy_metrics, sst2_dataset
-from trainwright import (ConfigError, DataCollatorWithPadding, DataError, EvalPrediction, PredictionOutput,
-                         Trainer, TrainingArguments, TrainOutput)
+from trainwright import (
+    ConfigError,
+    DataCollatorWithPadding,
+    DataError,
+    EvalPrediction,
+    PredictionOutput,
+    Trainer,
+    TrainingArguments,
+    TrainOutput,
+)
 
 
 def _args(tmp_path, **kw):

@@ -8,95 +8,39 @@ instead of being ignored.
 
 The fields transformers also has carry transformers' own annotations and parser metadata, so
 ``transformers.HfArgumentParser`` builds the same command-line options from this class (see
-:mod:`trainwright.args_compat`); the run-time API lives in :mod:`trainwright.args_runtime` and the
-``set_*`` helpers in :mod:`trainwright.args_setters`.
+:mod:`trainwright.args_compat`); the checks and the tables of valid, unsupported and older names live in
+:mod:`trainwright.args_validate`, the run-time API in :mod:`trainwright.args_runtime` and the ``set_*`` helpers in
+:mod:`trainwright.args_setters`.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import json
-import logging
-import math
 import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .args_compat import convert_transformers_args, hf_types, parse_dict_field
+from .args_compat import convert_transformers_args, hf_types
 from .args_runtime import LOG_LEVELS, ProcessView
 from .args_setters import Setters
-from .errors import ConfigError
-
-STRATEGIES = ("no", "steps", "epoch")
-SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
-HUB_STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_foreach", "adamw", "sgd", "adafactor", "adagrad", "rmsprop")
-# transformers 5.x SchedulerType, every one built by transformers' get_scheduler (optim.create_scheduler)
-SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-    "warmup_stable_decay", "greedy",
+from .args_validate import (  # noqa: F401
+    DICT_FIELDS,
+    HUB_STRATEGIES,
+    METRIC_SCHEDULERS,
+    OPTIMIZERS,
+    REMOVED,
+    RENAMED,
+    SAMPLING,
+    SAVE_STRATEGIES,
+    SCHEDULERS,
+    STRATEGIES,
+    UNSUPPORTED,
+    field_default,
+    map_old_names,
+    validate,
 )
-METRIC_SCHEDULERS = ("reduce_lr_on_plateau", "greedy")  # stepped with the evaluation metric
-SAMPLING = ("auto", "random", "sequential", "group_by_length")
-# dict fields that may be given as a JSON string (command line, YAML), as transformers' _VALID_DICT_FIELDS
-DICT_FIELDS = ("lr_scheduler_kwargs", "fsdp_config", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs",
-               "accelerator_config", "deepspeed")
-
-# transformers arguments that trainwright accepts only at their default value, with the reason.
-UNSUPPORTED = {
-    "deepspeed": "DeepSpeed is not used; for sharding use fsdp='full_shard' (FSDP2) under torchrun",
-    "use_liger_kernel": "Liger kernels are not integrated",
-    "liger_kernel_config": "Liger kernels are not integrated",
-    "auto_find_batch_size": "automatic batch-size search is not implemented; set per_device_train_batch_size",
-    "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
-    "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",
-    "parallelism_config": "trainwright does not use accelerate's parallelism config; use fsdp / torchrun",
-    "eval_use_gather_object": "evaluation gathers tensors only",
-    "batch_eval_metrics": "compute_metrics is called once on the whole evaluation set",
-    "enable_jit_checkpoint": "use SIGTERM handling, which always writes a checkpoint before exiting",
-    "debug": "debug modes (underflow_overflow, tpu_metrics_debug) are not implemented",
-}
-
-# Older transformers names: old -> (new, how to convert)
-RENAMED = {
-    "evaluation_strategy": "eval_strategy",
-    "warmup_ratio": "warmup_steps",
-    "no_cuda": "use_cpu",
-    "group_by_length": "train_sampling_strategy",
-    "save_safetensors": None,  # always True here
-    "overwrite_output_dir": None,  # no effect: checkpoints are never overwritten in place
-}
-REMOVED = {
-    "fp16_opt_level": "apex is not supported; fp16=True uses torch.amp",
-    "half_precision_backend": "mixed precision always uses torch.amp",
-    "fp16_backend": "mixed precision always uses torch.amp",
-    "jit_mode_eval": "TorchScript evaluation is not supported; use torch_compile=True",
-    "use_ipex": "Intel Extension for PyTorch is not supported",
-    "tpu_num_cores": "TPUs are not supported",
-    "past_index": "past_index (Transformer-XL memories) is not supported",
-    "use_mps_device": "MPS is chosen automatically when available",
-    "use_legacy_prediction_loop": "there is one evaluation loop",
-    "push_to_hub_model_id": "it was removed from transformers; use hub_model_id",
-    "push_to_hub_organization": "it was removed from transformers; use hub_model_id='organization/name'",
-    "push_to_hub_token": "it was removed from transformers; use hub_token",
-    "ray_scope": "hyperparameter search is not implemented",
-}
-
-
-def _notice(message: str) -> None:
-    """A FutureWarning attributed to the user's line (the first frame outside trainwright and dataclasses)."""
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR) or
-                                 frame.f_code.co_filename == "<string>"):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, FutureWarning, stacklevel=level)
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+from .errors import ConfigError, did_you_mean
 
 
 def _arg(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING, **metadata):
@@ -104,7 +48,7 @@ def _arg(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MIS
     return field(default=default, default_factory=factory, metadata={"help": help, **metadata})
 
 
-@dataclass
+@dataclass(init=False)
 class TrainingArguments(ProcessView, Setters):
     """transformers' TrainingArguments (5.x fields, defaults and annotations) plus trainwright's additions.
 
@@ -158,7 +102,8 @@ class TrainingArguments(ProcessView, Setters):
     use_liger_kernel: bool = _arg(False, "Not supported (Liger kernels).")
     liger_kernel_config: dict[str, bool] | None = _arg(None, "Not supported (Liger kernels).")
     use_cache: bool = _arg(False, "Value of model.config.use_cache while training.")
-    neftune_noise_alpha: float | None = _arg(None, "NEFTune: noise of this scale on the input embeddings while training.")
+    neftune_noise_alpha: float | None = _arg(None,
+                                             "NEFTune: noise of this scale on the input embeddings while training.")
     torch_empty_cache_steps: int | None = _arg(None, "Empty the device cache every N steps.")
     auto_find_batch_size: bool = _arg(False, "Not supported (automatic batch-size search).")
     # --- logging
@@ -205,7 +150,8 @@ class TrainingArguments(ProcessView, Setters):
     hub_token: str | None = _arg(None, "Token for the Hub (default: the logged-in token).")
     hub_private_repo: bool | None = _arg(None, "Create the Hub repository as private.")
     hub_model_id: str | None = _arg(None, "Hub repository to push to (default: the output_dir name).")
-    hub_strategy: hf_types.HubStrategy | str = _arg("every_save", "What to push and when: end, every_save, checkpoint or all_checkpoints.")
+    hub_strategy: hf_types.HubStrategy | str = _arg(
+        "every_save", "What to push and when: end, every_save, checkpoint or all_checkpoints.")
     hub_always_push: bool = _arg(False, "Push every save even while the previous push runs.")
     hub_revision: str | None = _arg(None, "Branch of the Hub repository to push to.")
     load_best_model_at_end: bool = _arg(False, "Load the best checkpoint at the end of training.")
@@ -271,167 +217,40 @@ class TrainingArguments(ProcessView, Setters):
     # transformers 4.x scripts read it; set by overwrite_output_dir=... (which has no other effect here)
     overwrite_output_dir = False
 
-    def __post_init__(self):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Build the arguments from keywords (any field below; ``output_dir`` may also come first, positionally, as
+        in transformers). Older transformers names are mapped to the current ones with a ``FutureWarning``; a name
+        that is neither a field nor an older name raises ``ConfigError`` naming the closest fields. Every value is
+        then checked (:mod:`trainwright.args_validate`).
+
+        An explicit constructor rather than the dataclass's own (no monkeypatching): ``dataclasses.fields`` still
+        lists every field, so ``HfArgumentParser`` builds its options from them and calls this with keywords, and a
+        ``@dataclass(init=False)`` subclass (``Seq2SeqTrainingArguments``) gets the same handling of its own fields.
+        """
+        kwargs = map_old_names(self, kwargs)
+        fields = [f for f in dataclasses.fields(self) if f.init]
+        names = [f.name for f in fields]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} positional arguments")
+        for name, value in zip(names, args):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+            kwargs[name] = value
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            hint = did_you_mean(unknown[0], sorted(names), n=3, show=str)
+            raise ConfigError(f"{type(self).__name__} got an unknown argument {unknown[0]!r}.{hint}")
+        for f in fields:
+            setattr(self, f.name, kwargs[f.name] if f.name in kwargs else field_default(f))
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
         self._validate()
 
-    # ------------------------------------------------------------------ validation and post-processing
-    def _validate(self):
-        """Check every value and normalise as transformers' __post_init__ does. Runs again after set_*."""
-        for name in DICT_FIELDS:  # JSON strings from the command line / YAML
-            setattr(self, name, parse_dict_field(name, getattr(self, name)))
-        for name in ("lr_scheduler_kwargs", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be a dict or a JSON object string, "
-                                  f"e.g. {name}='{{\"key\": 1}}'.")
-        if self.debug is None or self.debug == "":
-            self.debug = []
-        elif isinstance(self.debug, str):
-            self.debug = self.debug.split()
-        for name, reason in UNSUPPORTED.items():
-            default = _FIELD_DEFAULTS[name]
-            value = getattr(self, name)
-            if value != default and not (value in (None, "", [], False) and default in (None, "", [], False)):
-                raise ConfigError(f"TrainingArguments({name}={value!r}) is not supported by trainwright: {reason}. "
-                                  f"Remove {name} from your arguments.")
-        if self.output_dir is None:
-            self.output_dir = "trainer_output"
-        self.output_dir = os.path.expanduser(os.fspath(self.output_dir))
-        if self.logging_dir is not None:
-            self.logging_dir = os.path.expanduser(os.fspath(self.logging_dir))
-        # gradient_checkpointing* are transformers 5.x's old names of activation_checkpointing*: the new name
-        # wins, the old one mirrors it (the Trainer reads either)
-        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-            if getattr(self, new) is None and getattr(self, old) is not None:
-                _notice(f"{old} is deprecated: use {new} instead.")
-                setattr(self, new, getattr(self, old))
-            setattr(self, old, getattr(self, new))
-        if self.activation_checkpointing is None:
-            self.activation_checkpointing = self.gradient_checkpointing = False
-        if self.disable_tqdm is None:  # as transformers: no bar when its logger is quieter than WARNING
-            self.disable_tqdm = logging.getLogger("transformers").getEffectiveLevel() > logging.WARNING
-
-        def positive_int(name, allow_zero=False):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-                raise ConfigError(f"{name}={value!r} must be an integer >= {0 if allow_zero else 1}; "
-                                  f"e.g. {name}={8 if 'batch' in name else 1}.")
-
-        positive_int("per_device_train_batch_size")
-        positive_int("per_device_eval_batch_size")
-        positive_int("gradient_accumulation_steps")
-        positive_int("dataloader_num_workers", allow_zero=True)
-        if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer, or -1 to train for num_train_epochs.")
-        if self.max_steps < 0 and not (self.num_train_epochs > 0):
-            raise ConfigError(f"num_train_epochs={self.num_train_epochs!r} must be > 0 (or set max_steps).")
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(f"learning_rate={self.learning_rate!r} must be a finite number >= 0; typical fine-tuning values are 1e-5 to 5e-5.")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0 (0.01 is common).")
-        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
-            raise ConfigError(f"adam_beta1={self.adam_beta1!r} and adam_beta2={self.adam_beta2!r} must be in [0, 1).")
-        if self.adam_epsilon <= 0:
-            raise ConfigError(f"adam_epsilon={self.adam_epsilon!r} must be > 0 (default 1e-8).")
-        if self.max_grad_norm is not None and self.max_grad_norm < 0:
-            raise ConfigError(f"max_grad_norm={self.max_grad_norm!r} must be >= 0 (0 or None turns clipping off).")
-        if not 0 <= self.label_smoothing_factor < 1:
-            raise ConfigError(f"label_smoothing_factor={self.label_smoothing_factor!r} must be in [0, 1).")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be >= 0: an int is a number of steps, a float < 1 a fraction of all steps.")
-        if isinstance(self.warmup_steps, float) and self.warmup_steps >= 1 and not self.warmup_steps.is_integer():
-            raise ConfigError(f"warmup_steps={self.warmup_steps!r}: a float must be < 1 (a fraction of all steps) or a whole number of steps.")
-        if self.torch_empty_cache_steps is not None:
-            positive_int("torch_empty_cache_steps")
-
-        self.eval_strategy = _choice("eval_strategy", self.eval_strategy, STRATEGIES)
-        self.logging_strategy = _choice("logging_strategy", self.logging_strategy, STRATEGIES)
-        self.save_strategy = _choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)
-        self.hub_strategy = _choice("hub_strategy", self.hub_strategy, HUB_STRATEGIES)
-        self.chunked_cross_entropy = _chunk_setting(self.chunked_cross_entropy)
-        if self.hub_token == "<HUB_TOKEN>":  # the masked value to_dict() writes: no token
-            self.hub_token = None
-        self.optim = _choice("optim", self.optim, OPTIMIZERS)
-        self.lr_scheduler_type = _scheduler_choice(self.lr_scheduler_type)
-        if getattr(self.train_sampling_strategy, "value", self.train_sampling_strategy) == "batch_rebalance":
-            raise ConfigError("train_sampling_strategy='batch_rebalance' is not supported by trainwright; use 'auto' "
-                              "(length-grouped batches when that saves padding) or max_tokens_per_batch=N.")
-        self.train_sampling_strategy = _choice("train_sampling_strategy", self.train_sampling_strategy, SAMPLING)
-        self.on_save_error = _choice("on_save_error", self.on_save_error, ("continue", "stop"))
-        self.log_level = _choice("log_level", self.log_level, tuple(LOG_LEVELS))
-        self.log_level_replica = _choice("log_level_replica", self.log_level_replica, tuple(LOG_LEVELS))
-        if self.dataloader_multiprocessing_context is not None:
-            self.dataloader_multiprocessing_context = _choice(
-                "dataloader_multiprocessing_context", self.dataloader_multiprocessing_context, ("fork", "spawn", "forkserver"))
-        if self.dataloader_num_workers == 0 and self.dataloader_prefetch_factor is not None:
-            raise ConfigError("dataloader_prefetch_factor needs worker processes: set dataloader_num_workers > 0 "
-                              "or remove dataloader_prefetch_factor.")
-
-        if self.do_eval is False and self.eval_strategy != "no":
-            self.do_eval = True  # as transformers: an evaluation strategy turns the script flag on
-        if self.eval_strategy == "steps" and not self.eval_steps:
-            self.eval_steps = self.logging_steps
-        for name, strategy in (("logging_steps", self.logging_strategy), ("save_steps", self.save_strategy),
-                               ("eval_steps", self.eval_strategy)):
-            value = getattr(self, name)
-            if value is None or strategy != "steps":
-                continue
-            if value <= 0 or (value > 1 and not float(value).is_integer()):
-                raise ConfigError(f"{name}={value!r} must be a positive integer number of steps, or a float in (0, 1) as a fraction of all steps.")
-            if value >= 1:
-                setattr(self, name, int(value))
-        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
-            raise ConfigError(f"max_tokens_per_batch={self.max_tokens_per_batch!r} must be a positive number of (padded) tokens per batch.")
-        if self.max_consecutive_nonfinite_steps < 1:
-            raise ConfigError("max_consecutive_nonfinite_steps must be >= 1.")
-
-        if self.fp16 and self.bf16:
-            raise ConfigError("fp16=True and bf16=True are both set: choose one (bf16 is preferred where the hardware has it).")
-        if self.fp16_full_eval and self.bf16_full_eval:
-            raise ConfigError("fp16_full_eval=True and bf16_full_eval=True are both set: choose one.")
-        if (self.torch_compile_mode is not None or self.torch_compile_backend is not None) and not self.torch_compile:
-            self.torch_compile = True  # as transformers: a compile mode or backend turns compiling on
-        if self.torch_compile and self.torch_compile_backend is None:
-            self.torch_compile_backend = "inductor"
-        if self.use_cpu:
-            self.dataloader_pin_memory = False
-        self.mixed_precision = "fp16" if self.fp16 else "bf16" if self.bf16 else "no"
-
-        if isinstance(self.report_to, str):
-            self.report_to = [] if self.report_to in ("none", "") else ["all"] if self.report_to == "all" else [self.report_to]
-        elif self.report_to is None:
-            self.report_to = []
-        else:
-            self.report_to = [r for r in self.report_to if r != "none"]
-        if isinstance(self.include_num_input_tokens_seen, bool):
-            self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
-
-        if self.lr_scheduler_type in METRIC_SCHEDULERS and self.eval_strategy == "no":
-            raise ConfigError(f"lr_scheduler_type={self.lr_scheduler_type!r} lowers the learning rate from evaluation "
-                              "results: set eval_strategy='epoch' or 'steps' (and an eval_dataset).")
-        if (self.load_best_model_at_end or self.lr_scheduler_type in METRIC_SCHEDULERS) and self.metric_for_best_model is None:
-            self.metric_for_best_model = "loss"
-        if self.save_strategy == "best" and self.metric_for_best_model is None:
-            raise ConfigError("save_strategy='best' needs metric_for_best_model (e.g. metric_for_best_model='accuracy').")
-        if self.greater_is_better is None and self.metric_for_best_model is not None:
-            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
-        if self.load_best_model_at_end:
-            if self.save_strategy not in ("best",) and self.eval_strategy != self.save_strategy:
-                raise ConfigError(
-                    f"load_best_model_at_end=True needs the save and evaluation strategies to match, "
-                    f"got eval_strategy={self.eval_strategy!r} and save_strategy={self.save_strategy!r}: "
-                    f"set both to 'epoch' or both to 'steps'.")
-            if self.eval_strategy == "no":
-                raise ConfigError("load_best_model_at_end=True needs evaluations: set eval_strategy='epoch' or 'steps'.")
-            if self.eval_strategy == "steps" and self.save_strategy == "steps" and isinstance(self.save_steps, int) \
-                    and isinstance(self.eval_steps, int) and self.save_steps % self.eval_steps != 0:
-                raise ConfigError(
-                    f"load_best_model_at_end=True needs save_steps ({self.save_steps}) to be a multiple of "
-                    f"eval_steps ({self.eval_steps}), so every checkpoint has an evaluation.")
-        if self.run_name is None:
-            self.run_name = os.path.basename(os.path.normpath(self.output_dir)) or "run"
-        if self.fsdp in (False, "", None, []):
-            self.fsdp = None
+    def _validate(self) -> None:
+        """Check every value and normalise as transformers' __post_init__ does. Runs again after set_*; a subclass
+        with fields of its own checks them in its override."""
+        validate(self)
 
     # ------------------------------------------------------------------ JSON (never pickle)
     def to_dict(self) -> dict[str, Any]:
@@ -448,6 +267,7 @@ class TrainingArguments(ProcessView, Setters):
         return out
 
     def to_json_string(self) -> str:
+        """``to_dict()`` as indented JSON with sorted keys."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def to_sanitized_dict(self) -> dict[str, Any]:
@@ -457,27 +277,31 @@ class TrainingArguments(ProcessView, Setters):
         return {k: v if type(v) in (bool, int, float, str) else str(v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainingArguments":
+    def from_dict(cls, data: dict[str, Any]) -> TrainingArguments:
+        """The arguments from ``data`` (e.g. a ``to_dict()`` or a ``training_args.json``); keys that are not fields
+        (another version's) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json_file(cls, path: str) -> "TrainingArguments":
+    def from_json_file(cls, path: str) -> TrainingArguments:
+        """The arguments from a JSON file written by :meth:`save_to_json` (or a checkpoint's ``training_args.json``)."""
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
     @classmethod
-    def from_transformers(cls, hf_args) -> "TrainingArguments":
+    def from_transformers(cls, hf_args: Any) -> TrainingArguments:
         """trainwright arguments from a ``transformers.TrainingArguments`` (or ``Seq2SeqTrainingArguments``):
         the fields set away from transformers' defaults are carried over and validated here (an unsupported
         value raises naming the field); the others keep trainwright's defaults."""
         return convert_transformers_args(cls, hf_args)
 
     def save_to_json(self, path: str) -> None:
+        """Writes :meth:`to_json_string` to ``path`` (a set token masked)."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json_string() + "\n")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.__class__.__name__}(\n" + ",\n".join(f"  {k}={v!r}" for k, v in self.to_dict().items()) + "\n)"
 
     __repr__ = __str__
@@ -502,94 +326,3 @@ def _jsonable(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
-
-
-def _chunk_setting(value):
-    """chunked_cross_entropy from Python (True/False/int) or text ("true", "false", "1024")."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "auto"):
-            return True
-        if text in ("false", "none", ""):
-            return False
-        if text.isdigit():
-            return _chunk_setting(int(text))
-        raise ConfigError(f"chunked_cross_entropy={value!r} must be true (automatic chunk size), false, or a "
-                          "positive number of tokens per chunk (e.g. 1024).")
-    if value is None:
-        return False
-    if isinstance(value, bool) or (isinstance(value, int) and value >= 1):
-        return value
-    raise ConfigError(f"chunked_cross_entropy={value!r} must be true (automatic chunk size), false, or a "
-                      "positive number of tokens per chunk (e.g. 1024).")
-
-
-def _choice(name: str, value, valid: tuple) -> str:
-    value = getattr(value, "value", value)  # accept HF's enums (IntervalStrategy.EPOCH, ...)
-    if value not in valid:
-        near = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}.{hint}")
-    return value
-
-
-def _scheduler_choice(value) -> str:
-    """Any transformers SchedulerType name: the 5.x list without importing transformers, and, for a name
-    added by a later transformers release, transformers' own SchedulerType."""
-    value = getattr(value, "value", value)
-    if value in SCHEDULERS:
-        return value
-    try:
-        from transformers.trainer_utils import SchedulerType
-        return SchedulerType(value).value
-    except (ImportError, ValueError):
-        return _choice("lr_scheduler_type", value, SCHEDULERS)
-
-
-_FIELD_DEFAULTS = {
-    f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-    for f in dataclasses.fields(TrainingArguments)
-}
-_dataclass_init = TrainingArguments.__init__
-
-
-def _init_with_aliases(self, *args, **kwargs):
-    """Map old names to new ones (with a notice) and reject unknown names with the nearest match."""
-    for old, new in RENAMED.items():
-        if old not in kwargs:
-            continue
-        value = kwargs.pop(old)
-        if old == "warmup_ratio":
-            if value and not kwargs.get("warmup_steps"):
-                kwargs["warmup_steps"] = float(value)
-            _notice("warmup_ratio is deprecated: use warmup_steps=<float below 1> (a fraction of all steps).")
-        elif old == "group_by_length":
-            if "train_sampling_strategy" not in kwargs:  # an explicit False asks for transformers' random order
-                kwargs["train_sampling_strategy"] = "group_by_length" if value else "random"
-            _notice("group_by_length is deprecated: use train_sampling_strategy='group_by_length' (True) or "
-                    "'random' (False); the default 'auto' groups by length when that saves padding.")
-        elif new is None:
-            if old == "overwrite_output_dir":
-                self.overwrite_output_dir = bool(value)  # scripts read it back
-            _notice(f"{old} has no effect in trainwright and can be removed.")
-        else:
-            if new in kwargs:
-                raise ConfigError(f"Both {old}= and its new name {new}= were given; keep only {new}=.")
-            kwargs[new] = value
-            _notice(f"{old} is deprecated: use {new} instead.")
-    if kwargs.get("use_legacy_prediction_loop") is False:
-        kwargs.pop("use_legacy_prediction_loop")  # transformers' old default: nothing to do
-    for old, reason in REMOVED.items():
-        if old in kwargs:
-            raise ConfigError(f"TrainingArguments({old}=...) is not supported by trainwright: {reason}. Remove {old}.")
-    valid = set(_FIELD_DEFAULTS)
-    unknown = [k for k in kwargs if k not in valid]
-    if unknown:
-        name = unknown[0]
-        near = difflib.get_close_matches(name, sorted(valid), n=3)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ConfigError(f"TrainingArguments got an unknown argument {name!r}.{hint}")
-    _dataclass_init(self, *args, **kwargs)
-
-
-TrainingArguments.__init__ = _init_with_aliases

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import sys
+from typing import Any
 
 from .errors import ConfigError
 
@@ -50,7 +51,7 @@ hf_types = _TransformersTypes()
 
 
 # ---------------------------------------------------------------------------------------------- dict fields
-def parse_dict_field(name: str, value):
+def parse_dict_field(name: str, value: Any) -> Any:
     """A dict field given as a JSON string ('{"num_cycles": 0.5}') becomes a dict, with string values that
     spell a bool or a number converted, as transformers does. Other strings are left alone (paths)."""
     if not isinstance(value, str) or not value.lstrip().startswith("{"):
@@ -81,10 +82,26 @@ def _typed_strings(d: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- conversion
-def is_transformers_args(obj) -> bool:
+def is_transformers_args(obj: Any) -> bool:
     """True for a ``transformers.TrainingArguments`` (or a subclass, e.g. ``Seq2SeqTrainingArguments``)."""
     module = sys.modules.get("transformers.training_args")  # loaded whenever such an object exists
     return module is not None and isinstance(obj, module.TrainingArguments)
+
+
+def as_trainwright_args(args: Any) -> Any:
+    """The ``args=`` of ``Trainer(...)`` as trainwright's TrainingArguments: None gives the defaults (output_dir
+    "trainer_output"), a transformers one is converted field by field (an unsupported value raises), anything
+    else raises."""
+    from .args import TrainingArguments
+    if args is None:
+        return TrainingArguments(output_dir="trainer_output")
+    if not isinstance(args, TrainingArguments) and is_transformers_args(args):
+        return TrainingArguments.from_transformers(args)
+    if not isinstance(args, TrainingArguments):
+        from .errors import ConfigError
+        raise ConfigError(f"args must be a trainwright.TrainingArguments, got {type(args).__name__}. "
+                          "Build it with `from trainwright import TrainingArguments`.")
+    return args
 
 
 def _plain(value):
@@ -113,7 +130,7 @@ def _transformers_defaults(hf_args):
         return None
 
 
-def convert_transformers_args(cls, hf_args):
+def convert_transformers_args(cls: type, hf_args: Any) -> Any:
     """A trainwright ``cls`` built from a ``transformers.TrainingArguments`` object.
 
     Fields the user set (values that differ from transformers' defaults) are carried over and validated

@@ -8,10 +8,13 @@ environment (RANK / WORLD_SIZE / LOCAL_RANK) rather than from accelerate's state
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 logger = logging.getLogger("trainwright")
 
@@ -26,14 +29,17 @@ class ProcessView:
     # ------------------------------------------------------------------ processes
     @property
     def world_size(self) -> int:
+        """The number of processes (``WORLD_SIZE``; 1 outside torchrun)."""
         return int(os.environ.get("WORLD_SIZE", 1))
 
     @property
     def process_index(self) -> int:
+        """This process's rank in the job (``RANK``; 0 outside torchrun)."""
         return int(os.environ.get("RANK", 0))
 
     @property
     def local_process_index(self) -> int:
+        """This process's rank on its machine (``LOCAL_RANK``, else ``local_rank``, else 0)."""
         return int(os.environ.get("LOCAL_RANK", max(self.local_rank, 0)))
 
     @property
@@ -49,7 +55,7 @@ class ProcessView:
         return (self.local_process_index if self.save_on_each_node else self.process_index) == 0
 
     @property
-    def parallel_mode(self):
+    def parallel_mode(self) -> Any:
         """transformers' ``ParallelMode``: DISTRIBUTED under torchrun with more than one process, else
         NOT_PARALLEL (trainwright never uses ``torch.nn.DataParallel``, so never NOT_DISTRIBUTED)."""
         from transformers.training_args import ParallelMode
@@ -57,7 +63,8 @@ class ProcessView:
 
     # ------------------------------------------------------------------ devices and batches
     @property
-    def device(self):
+    def device(self) -> Any:
+        """The ``torch.device`` this process trains on: its CUDA device, else MPS, else the CPU (``use_cpu``)."""
         from .distributed import select_device
         return select_device(self)
 
@@ -68,19 +75,22 @@ class ProcessView:
 
     @property
     def train_batch_size(self) -> int:
+        """Rows per training batch of this process (``per_device_train_batch_size``)."""
         return self.per_device_train_batch_size * max(1, self.n_gpu)
 
     @property
     def eval_batch_size(self) -> int:
+        """Rows per evaluation batch of this process (``per_device_eval_batch_size``)."""
         return self.per_device_eval_batch_size * max(1, self.n_gpu)
 
     @property
-    def place_model_on_device(self):
+    def place_model_on_device(self) -> bool | None:
+        """Read by transformers' example scripts; the Trainer always places the model itself (None)."""
         return None
 
     @property
-    def ddp_timeout_delta(self):
-        import datetime
+    def ddp_timeout_delta(self) -> datetime.timedelta:
+        """``ddp_timeout`` as a ``timedelta`` (the process group's timeout)."""
         return datetime.timedelta(seconds=self.ddp_timeout)
 
     def get_warmup_steps(self, num_training_steps: int) -> int:
@@ -104,7 +114,7 @@ class ProcessView:
 
     # ------------------------------------------------------------------ ordering work between processes
     @contextlib.contextmanager
-    def main_process_first(self, local: bool = True, desc: str = "work"):
+    def main_process_first(self, local: bool = True, desc: str = "work") -> Iterator[None]:
         """Run the block on the main process first (of each node with ``local=True``, of the job with
         ``local=False``); the other processes wait at a barrier and run it afterwards (typically reading the
         ``datasets`` cache the main process wrote). A no-op in a single process.

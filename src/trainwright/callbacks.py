@@ -12,9 +12,11 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .state import TrainerState
+if TYPE_CHECKING:
+    from .args import TrainingArguments
+    from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
 
@@ -50,14 +52,14 @@ class ExportableState:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, state):
+    def from_state(cls, state: dict) -> ExportableState:
         instance = cls(**state["args"])
         for k, v in state["attributes"].items():
             setattr(instance, k, v)
         return instance
 
 
-def is_exportable(obj) -> bool:
+def is_exportable(obj: Any) -> bool:
     """Whether ``obj`` keeps state across a resume: trainwright's ``ExportableState`` or ``TrainerControl``, or
     transformers' ``ExportableState`` (e.g. ``transformers.EarlyStoppingCallback``)."""
     if isinstance(obj, (ExportableState, TrainerControl)):
@@ -66,7 +68,7 @@ def is_exportable(obj) -> bool:
     return hf is not None and isinstance(obj, hf.ExportableState)
 
 
-def export_callback_states(callbacks) -> dict:
+def export_callback_states(callbacks: list) -> dict:
     """``stateful_callbacks`` as transformers writes it in ``trainer_state.json``: per class name, the
     ``state()`` (constructor args and attributes) of each exportable callback and of the control; a list when
     there are several of one class."""
@@ -77,7 +79,7 @@ def export_callback_states(callbacks) -> dict:
     return {k: v[0] if len(v) == 1 else v for k, v in states.items()}
 
 
-def restore_callback_states(handler, control, states: dict):
+def restore_callback_states(handler: CallbackHandler, control: TrainerControl, states: dict) -> TrainerControl:
     """As transformers: each saved state replaces the callback of its class (several in order) with a new
     instance built from the saved constructor args, with the saved attributes set; the control flags too
     (returned). Saved callbacks the handler does not have are named in transformers' warning."""
@@ -103,29 +105,94 @@ def restore_callback_states(handler, control, states: dict):
     return control
 
 
+class CallbackStates:
+    """A Trainer's stateful callbacks and its ``TrainerControl`` as one run component (``state_dict()`` /
+    ``load_state_dict()``). Its state is saved in ``trainer_state.json``'s ``stateful_callbacks``, where transformers
+    keeps it, and restored only with ``restore_callback_states_from_checkpoint=True``, as in transformers."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        return export_callback_states(self.trainer.callback_handler.callbacks + [self.trainer.control])
+
+    def load_state_dict(self, states: dict) -> None:
+        t = self.trainer
+        if t.args.restore_callback_states_from_checkpoint:
+            t.control = restore_callback_states(t.callback_handler, t.control, states)
+
+
 class TrainerCallback:
-    def on_init_end(self, args, state, control, **kwargs): pass
-    def on_train_begin(self, args, state, control, **kwargs): pass
-    def on_train_end(self, args, state, control, **kwargs): pass
-    def on_epoch_begin(self, args, state, control, **kwargs): pass
-    def on_epoch_end(self, args, state, control, **kwargs): pass
-    def on_step_begin(self, args, state, control, **kwargs): pass
-    def on_pre_optimizer_step(self, args, state, control, **kwargs): pass
-    def on_optimizer_step(self, args, state, control, **kwargs): pass
-    def on_substep_end(self, args, state, control, **kwargs): pass
-    def on_step_end(self, args, state, control, **kwargs): pass
-    def on_evaluate(self, args, state, control, **kwargs): pass
-    def on_predict(self, args, state, control, metrics, **kwargs): pass
-    def on_save(self, args, state, control, **kwargs): pass
-    def on_log(self, args, state, control, logs=None, **kwargs): pass
-    def on_prediction_step(self, args, state, control, **kwargs): pass
-    def on_push_begin(self, args, state, control, **kwargs): pass
+    """A callback with transformers' event names; override the events you need. Each gets ``(args, state, control,
+    **kwargs)`` -- kwargs: ``model``, ``processing_class`` (and ``tokenizer``), ``optimizer``, ``lr_scheduler``,
+    ``train_dataloader``, ``eval_dataloader``, and ``metrics`` / ``logs`` for some events -- and may set flags on
+    ``control`` or return a ``TrainerControl``."""
+
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        pass
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        pass
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        pass
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        pass
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        pass
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
+        pass
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              **kwargs: Any) -> None:
+        pass
+
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          **kwargs: Any) -> None:
+        pass
+
+    def on_substep_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        pass
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        pass
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        pass
+
+    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: dict,
+                   **kwargs: Any) -> None:
+        pass
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        pass
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               **kwargs: Any) -> None:
+        pass
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           **kwargs: Any) -> None:
+        pass
+
+    def on_push_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
+        pass
 
 
 class CallbackHandler(TrainerCallback):
     """Calls every callback in order; a callback may return a TrainerControl to replace the flags."""
 
-    def __init__(self, callbacks, model, processing_class, optimizer, lr_scheduler):
+    def __init__(self, callbacks: list, model: Any, processing_class: Any, optimizer: Any, lr_scheduler: Any) -> None:
         self.callbacks: list[TrainerCallback] = []
         for cb in callbacks:
             self.add_callback(cb)
@@ -136,7 +203,7 @@ class CallbackHandler(TrainerCallback):
         self.train_dataloader = None
         self.eval_dataloader = None
 
-    def add_callback(self, callback):
+    def add_callback(self, callback: Any) -> None:
         cb = callback() if isinstance(callback, type) else callback
         cb_class = callback if isinstance(callback, type) else callback.__class__
         if cb_class in [c.__class__ for c in self.callbacks]:
@@ -150,7 +217,7 @@ class CallbackHandler(TrainerCallback):
                 return
         self.callbacks.append(cb)
 
-    def pop_callback(self, callback):
+    def pop_callback(self, callback: Any) -> Any:
         if isinstance(callback, type):
             for cb in self.callbacks:
                 if isinstance(cb, callback):
@@ -163,14 +230,15 @@ class CallbackHandler(TrainerCallback):
                     return cb
         return None
 
-    def remove_callback(self, callback):
+    def remove_callback(self, callback: Any) -> None:
         self.pop_callback(callback)
 
     @property
     def callback_list(self) -> str:
         return "\n".join(cb.__class__.__name__ for cb in self.callbacks)
 
-    def call_event(self, event: str, args, state, control, **kwargs):
+    def call_event(self, event: str, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                   **kwargs: Any) -> TrainerControl:
         for callback in self.callbacks:
             result = getattr(callback, event)(
                 args, state, control,
@@ -187,60 +255,64 @@ class CallbackHandler(TrainerCallback):
                 control = result
         return control
 
-    def on_init_end(self, args, state, control):
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_init_end", args, state, control)
 
-    def on_train_begin(self, args, state, control):
-        control.should_training_stop = False
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
+        control._new_training()
         return self.call_event("on_train_begin", args, state, control)
 
-    def on_train_end(self, args, state, control):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_train_end", args, state, control)
 
-    def on_epoch_begin(self, args, state, control):
-        control.should_epoch_stop = False
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
+        control._new_epoch()
         return self.call_event("on_epoch_begin", args, state, control)
 
-    def on_epoch_end(self, args, state, control):
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_epoch_end", args, state, control)
 
-    def on_step_begin(self, args, state, control):
-        control.should_log = False
-        control.should_evaluate = False
-        control.should_save = False
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
+        control._new_step()
         return self.call_event("on_step_begin", args, state, control)
 
-    def on_pre_optimizer_step(self, args, state, control):
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
+                              control: TrainerControl) -> TrainerControl:
         return self.call_event("on_pre_optimizer_step", args, state, control)
 
-    def on_optimizer_step(self, args, state, control):
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState,
+                          control: TrainerControl) -> TrainerControl:
         return self.call_event("on_optimizer_step", args, state, control)
 
-    def on_substep_end(self, args, state, control):
+    def on_substep_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_substep_end", args, state, control)
 
-    def on_step_end(self, args, state, control):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_step_end", args, state, control)
 
-    def on_evaluate(self, args, state, control, metrics):
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict) -> TrainerControl:
         control.should_evaluate = False
         return self.call_event("on_evaluate", args, state, control, metrics=metrics)
 
-    def on_predict(self, args, state, control, metrics):
+    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                   metrics: dict) -> TrainerControl:
         return self.call_event("on_predict", args, state, control, metrics=metrics)
 
-    def on_save(self, args, state, control):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         control.should_save = False
         return self.call_event("on_save", args, state, control)
 
-    def on_log(self, args, state, control, logs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict | None) -> TrainerControl:
         control.should_log = False
         return self.call_event("on_log", args, state, control, logs=logs)
 
-    def on_prediction_step(self, args, state, control):
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState,
+                           control: TrainerControl) -> TrainerControl:
         return self.call_event("on_prediction_step", args, state, control)
 
-    def on_push_begin(self, args, state, control):
+    def on_push_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> TrainerControl:
         return self.call_event("on_push_begin", args, state, control)
 
 
@@ -255,16 +327,18 @@ class DefaultFlowCallback(TrainerCallback):
     end of the (possibly cut short) epoch. One difference: when a checkpoint was just written at this step (a
     callback's ``should_save`` before ``should_training_stop``), the epoch end does not write it again."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._saved_step = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         self._saved_step = None
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._saved_step = state.global_step
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> TrainerControl:
         if state.global_step == 1 and args.logging_first_step:
             control.should_log = True
         if args.logging_strategy == "steps" and _interval_hit(state.global_step, int(state.logging_steps)):
@@ -282,7 +356,8 @@ class DefaultFlowCallback(TrainerCallback):
                 control.should_save = True
         return control
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> TrainerControl:
         if args.logging_strategy == "epoch":
             control.should_log = True
         if args.eval_strategy == "epoch" and args.eval_delay <= (state.epoch or 0):
@@ -295,23 +370,25 @@ class DefaultFlowCallback(TrainerCallback):
 class ProgressCallback(TrainerCallback):
     """A tqdm progress bar showing the current loss; prints the eval table rows via the trainer."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training_bar = None
         self.prediction_bar = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
             self.training_bar = tqdm(total=state.max_steps, initial=state.global_step,
                                      dynamic_ncols=True, file=sys.stderr, desc="train")
         self.current_step = state.global_step
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.training_bar is not None:
             self.training_bar.update(state.global_step - self.current_step)
             self.current_step = state.global_step
 
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           eval_dataloader: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and eval_dataloader is not None and _has_len(eval_dataloader):
             if self.prediction_bar is None:
                 from tqdm.auto import tqdm
@@ -319,10 +396,10 @@ class ProgressCallback(TrainerCallback):
                                            dynamic_ncols=True, file=sys.stderr, desc="eval")
             self.prediction_bar.update(1)
 
-    def on_evaluate(self, args, state, control, **kwargs):
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._close_prediction_bar()
 
-    def on_predict(self, args, state, control, **kwargs):
+    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._close_prediction_bar()
 
     def _close_prediction_bar(self):
@@ -330,7 +407,8 @@ class ProgressCallback(TrainerCallback):
             self.prediction_bar.close()
         self.prediction_bar = None
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.last_training_loss = logs["loss"]
         if logs and state.is_world_process_zero and any(k.endswith("_runtime") and k != "train_runtime" for k in logs):
@@ -341,7 +419,8 @@ class ProgressCallback(TrainerCallback):
                 postfix["lr"] = f"{logs['learning_rate']:.2e}"
             self.training_bar.set_postfix(postfix, refresh=False)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         if self.training_bar is not None:
             self.training_bar.close()
             self.training_bar = None
@@ -354,7 +433,8 @@ class ProgressCallback(TrainerCallback):
                    and not k.endswith(("_runtime", "_per_second")) and k != f"{prefix}_loss"}
         row = {"Epoch": f"{state.epoch:.2f}" if state.epoch is not None else "-",
                "Step": str(state.global_step),
-               "Training Loss": f"{self.last_training_loss:.4f}" if getattr(self, "last_training_loss", None) is not None else "-",
+               "Training Loss": f"{self.last_training_loss:.4f}" if getattr(self, "last_training_loss",
+                                                                            None) is not None else "-",
                "Validation Loss": f"{logs[prefix + '_loss']:.4f}" if prefix + "_loss" in logs else "-"}
         for k, v in metrics.items():
             row[k.replace("_", " ").title()] = f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -377,7 +457,8 @@ def _has_len(obj) -> bool:
 class PrinterCallback(TrainerCallback):
     """Used instead of the progress bar when disable_tqdm=True: prints each log dict."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               **kwargs: Any) -> None:
         _ = logs.pop("total_flos", None) if logs else None
         if state.is_local_process_zero and logs:
             print(logs)
@@ -389,12 +470,13 @@ class EarlyStoppingCallback(TrainerCallback, ExportableState):
     saved in checkpoints (``trainer_state.json``, ``stateful_callbacks``); a resumed run keeps counting with
     ``restore_callback_states_from_checkpoint=True``, as in transformers."""
 
-    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0) -> None:
         self.early_stopping_patience = early_stopping_patience
         self.early_stopping_threshold = early_stopping_threshold
         self.early_stopping_patience_counter = 0
 
-    def check_metric_value(self, args, state, control, metric_value):
+    def check_metric_value(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           metric_value: float) -> None:
         operator = (lambda a, b: a > b) if args.greater_is_better else (lambda a, b: a < b)
         if state.best_metric is None or (
             operator(metric_value, state.best_metric)
@@ -404,7 +486,8 @@ class EarlyStoppingCallback(TrainerCallback, ExportableState):
         else:
             self.early_stopping_patience_counter += 1
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if not args.load_best_model_at_end and args.metric_for_best_model is None:
             from .errors import ConfigError
             raise ConfigError(
@@ -415,7 +498,8 @@ class EarlyStoppingCallback(TrainerCallback, ExportableState):
             from .errors import ConfigError
             raise ConfigError("EarlyStoppingCallback needs evaluations: set eval_strategy='steps' or 'epoch'.")
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict | None = None, **kwargs: Any) -> None:
         metric_to_check = args.metric_for_best_model or "loss"
         if not metric_to_check.startswith("eval_"):
             metric_to_check = f"eval_{metric_to_check}"

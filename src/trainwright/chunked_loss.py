@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 
@@ -45,7 +46,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     optional label smoothing, computed ``chunk_size`` tokens at a time. Returns a 0-dim fp32 tensor."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, smoothing: float, compute_dtype):
+    def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, chunk_size: int, smoothing: float,
+                compute_dtype: Any) -> torch.Tensor:
         n = hidden.shape[0]
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -69,7 +71,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):
+    def backward(ctx: Any, grad_total: Any) -> tuple:
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         chunk_size, smoothing, cd = ctx.chunk_size, ctx.smoothing, ctx.compute_dtype
@@ -138,7 +140,7 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: t
                                            _compute_dtype(h.device, weight))
 
 
-def chunk_size_for(setting, vocab_size: int) -> int:
+def chunk_size_for(setting: Any, vocab_size: int) -> int:
     """Tokens per chunk: an int setting as given; ``True``: about 2**24 logits per chunk (64-token multiples)."""
     if isinstance(setting, bool):
         return max(64, (_AUTO_CHUNK_ELEMENTS // max(vocab_size, 1)) // 64 * 64)
@@ -146,7 +148,8 @@ def chunk_size_for(setting, vocab_size: int) -> int:
 
 
 # ====================================================================== the Trainer's side
-def compute_chunked_loss(trainer, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+def compute_chunked_loss(trainer: Any, model: Any, inputs: dict, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
     """``Trainer.compute_loss`` for a training step with ``chunked_cross_entropy``: the model runs with its
     ``lm_head`` returning the summed loss; the result is ``sum / num_items_in_batch`` (or the mean over this
     micro-batch's label tokens without it), as the plain path returns."""
@@ -174,7 +177,7 @@ def compute_chunked_loss(trainer, model, inputs: dict, return_outputs: bool = Fa
 
 @contextlib.contextmanager
 def _head_returns_loss(head: torch.nn.Linear, targets: torch.Tensor, chunk: int, smoothing: float):
-    def forward(hidden):
+    def forward(hidden) -> torch.Tensor:
         if hidden.shape[:-1] != targets.shape:
             raise ModelError(f"chunked_cross_entropy: the output embedding received hidden states of shape "
                              f"{tuple(hidden.shape)} for labels of shape {tuple(targets.shape)}; the model "
@@ -203,7 +206,7 @@ def _output_head(model) -> torch.nn.Linear:
     return head
 
 
-def check_chunked_loss(trainer, model) -> None:
+def check_chunked_loss(trainer: Any, model: Any) -> None:
     """Before the first step: the setting is valid and the model's loss can be computed exactly in chunks
     (a causal LM; an nn.Linear head; logits returned as the head computes them). Raises with the model's name."""
     args = trainer.args
@@ -276,7 +279,7 @@ def _peft_base(model):
     return model
 
 
-def uses_chunked_loss(trainer, model, inputs) -> bool:
+def uses_chunked_loss(trainer: Any, model: Any, inputs: Any) -> bool:
     """Whether this ``compute_loss`` call takes the chunked path: a training-mode forward with labels."""
     return bool(trainer.args.chunked_cross_entropy) and model.training and "labels" in inputs and \
         trainer.compute_loss_func is None

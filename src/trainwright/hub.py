@@ -28,7 +28,10 @@ import sys
 import uuid
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
+from .checkpoint.format import MANIFEST_NAME
+from .checkpoint.writer import _host
 from .errors import HubError
 
 logger = logging.getLogger("trainwright")
@@ -41,7 +44,6 @@ LAST_CHECKPOINT = "last-checkpoint"
 # copied from a checkpoint to the root of the repo (transformers' list, without the pickle formats) + our args
 MODELING_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
                   "adapter_config.json", "adapter_model.safetensors", "training_args.json")
-_MANIFEST = "trainwright_checkpoint.json"
 _MASKED_TOKEN = "<HUB_TOKEN>"
 # no answer at all, in the HTTP libraries of huggingface_hub's releases (httpx2 for 2.x, httpx for 1.x, requests)
 _TRANSPORT_ERRORS = (("httpx2", "TransportError"), ("httpx", "TransportError"),
@@ -108,6 +110,7 @@ def _clean_token(token):
 
 def _api(endpoint: str | None = None):
     from huggingface_hub import HfApi
+
     from . import __version__
     return HfApi(endpoint=endpoint or hub_endpoint(), library_name="trainwright", library_version=__version__)
 
@@ -161,10 +164,6 @@ def _place(src: str, dst: str, link: bool) -> None:
     shutil.copyfile(src, dst)
 
 
-def _host() -> str:
-    return re.sub(r"\W", "_", socket.gethostname())[:40]
-
-
 def new_staging_dir(output_dir: str) -> str:
     path = os.path.join(output_dir, f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(path)
@@ -206,10 +205,10 @@ def modeling_files(checkpoint: str) -> list[str]:
     return names
 
 
-def overlay_checkpoint_model(checkpoint: str, dest: str, processing_class=None) -> None:
+def overlay_checkpoint_model(checkpoint: str, dest: str, processing_class: Any = None) -> None:
     """The checkpoint's model files over the root snapshot in ``dest`` (its manifest would no longer describe
     the weights, so it is left out), and the tokenizer saved again, as transformers does at each save."""
-    stale = os.path.join(dest, _MANIFEST)
+    stale = os.path.join(dest, MANIFEST_NAME)
     if os.path.exists(stale):
         os.remove(stale)
     for name in modeling_files(checkpoint):
@@ -228,8 +227,9 @@ def snapshot_checkpoint(checkpoint: str, dest: str) -> None:
 
 
 # ====================================================================== model card (fallback)
-def minimal_model_card(model_name: str, args: dict | None = None, tags=None, finetuned_from=None, license=None,
-                       language=None, dataset=None, **_ignored) -> str:
+def minimal_model_card(model_name: str, args: dict | None = None, tags: Any = None, finetuned_from: Any = None,
+                       license: Any = None,
+                       language: Any = None, dataset: Any = None, **_ignored: Any) -> str:
     """A short README.md (YAML front matter + hyperparameters), used when the Trainer has no
     ``create_model_card`` and by ``trainwright push`` for a run without a README.md."""
     tags = [tags] if isinstance(tags, str) else list(tags or [])
@@ -239,7 +239,8 @@ def minimal_model_card(model_name: str, args: dict | None = None, tags=None, fin
     dataset = [dataset] if isinstance(dataset, str) else dataset
     meta = ["---", "library_name: transformers"] + [
         f"{key}: {json.dumps(value)}" for key, value in (("license", license), ("language", language),
-                                                         ("base_model", finetuned_from), ("datasets", dataset)) if value]
+                                                         ("base_model", finetuned_from), ("datasets",
+                                                                                          dataset)) if value]
     meta.append("tags:")
     meta += [f"- {json.dumps(t)}" for t in tags]
     meta += ["model-index:", f"- name: {json.dumps(model_name)}", "  results: []", "---", ""]
@@ -255,17 +256,6 @@ def minimal_model_card(model_name: str, args: dict | None = None, tags=None, fin
         body += ["", "## Training hyperparameters", "", "The following hyperparameters were used during training:", ""]
         body += rows
     return "\n".join(meta + body) + "\n"
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ====================================================================== the Trainer's side
@@ -288,7 +278,7 @@ class HubSync:
     """The Trainer's link to its Hub repo (main process only): the repo id, the pushes in flight (transformers'
     ``push_in_progress``) and how their failures were reported."""
 
-    def __init__(self, args):
+    def __init__(self, args: Any) -> None:
         self.args = args
         self.output_dir = os.path.abspath(args.output_dir)
         self.api = _api()
@@ -303,7 +293,7 @@ class HubSync:
     def repo_name(self) -> str:
         return self.args.hub_model_id or Path(self.output_dir).name
 
-    def create_repo(self, token=None, private=None) -> str:
+    def create_repo(self, token: Any = None, private: Any = None) -> str:
         token = _clean_token(token if token is not None else self.args.hub_token)
         private = private if private is not None else self.args.hub_private_repo
         self.repo_id = _create_repo(self.api, self.repo_name, token, private, self.output_dir)
@@ -319,8 +309,9 @@ class HubSync:
             futures.wait(self.jobs)
         self.jobs = [j for j in self.jobs if not j.done()]
 
-    def new_push(self, commit_message: str, revision=None, token=None, checkpoint_path_in_repo=None,
-                 what="output_dir") -> _Push:
+    def new_push(self, commit_message: str, revision: Any = None, token: Any = None,
+                 checkpoint_path_in_repo: Any = None,
+                 what: Any = "output_dir") -> _Push:
         stage = new_staging_dir(self.output_dir)
         return _Push(stage, commit_message, revision if revision is not None else self.args.hub_revision,
                      _clean_token(token if token is not None else self.args.hub_token), checkpoint_path_in_repo, what)
@@ -331,7 +322,7 @@ class HubSync:
         self.jobs.append(job)
         return job
 
-    def run_now(self, push: _Push):
+    def run_now(self, push: _Push) -> Any:
         return self._run(push, False)
 
     def _run(self, push: _Push, background: bool):
@@ -414,7 +405,8 @@ class HubMixin:
         self.hub_model_id = self._hub_sync().create_repo(token=token, private=private)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+                    token: str | None = None, revision: str | None = None, private: bool | None = None,
+                    **kwargs: Any) -> Any:
         """Saves the model (``save_model``) and a model card in ``output_dir`` and uploads ``output_dir`` (without
         ``_*`` and ``checkpoint-*``) to the repo ``args.hub_model_id``, after the pushes in flight. Returns the
         ``CommitInfo``, or with ``blocking=False`` a ``Future`` of it. Raises ``HubError`` when it cannot push
@@ -458,7 +450,8 @@ class HubMixin:
             return
         try:
             text = minimal_model_card(model_name or Path(self.args.output_dir).name, self.args.to_dict(), **kwargs)
-            write_text_atomic(os.path.join(self.args.output_dir, "README.md"), text)
+            from .checkpoint.safe_fs import write_atomic
+            write_atomic(os.path.join(self.args.output_dir, "README.md"), text, degrade=False)
         except OSError as e:
             logger.warning("Could not write the model card %s: %s", os.path.join(self.args.output_dir, "README.md"), e)
 
@@ -482,7 +475,7 @@ class HubMixin:
         sync = self._hub_sync()
         if sync.unreachable:
             return
-        if getattr(self, "_signal_received", None) is not None:
+        if self.stop_signal.received is not None:
             logger.info("Stopping on a signal: checkpoint %s stays local (not pushed).", checkpoint_folder)
             return
         if not args.hub_always_push and sync.busy():
@@ -532,7 +525,23 @@ def _saved_args(output_dir: str) -> dict:
     return {}
 
 
-def push_directory(output_dir, repo_id: str | None = None, token: str | None = None, private: bool | None = None,
+def _stage_run_root(out: str, stage: str, complete: list[str], full_id: str, saved: dict) -> str:
+    """``stage/root``: a snapshot of ``out`` with, when it lacks them, the newest complete checkpoint's model files
+    and a short model card."""
+    root = os.path.join(stage, "root")
+    os.makedirs(root)
+    snapshot_output_dir(out, root)
+    has_model = os.path.isfile(os.path.join(root, "config.json")) or any(
+        n.endswith(".safetensors") for n in os.listdir(root))
+    if not has_model and complete:
+        overlay_checkpoint_model(complete[-1], root)
+    if not os.path.isfile(os.path.join(root, "README.md")):
+        with open(os.path.join(root, "README.md"), "w", encoding="utf-8") as f:
+            f.write(minimal_model_card(full_id.split("/")[-1], saved))
+    return root
+
+
+def push_directory(output_dir: Any, repo_id: str | None = None, token: str | None = None, private: bool | None = None,
                    commit_message: str = "Upload with trainwright push", revision: str | None = None,
                    checkpoints: str | None = None) -> dict:
     """``trainwright push OUTPUT_DIR``: push a finished (or offline) run as it would have pushed itself
@@ -564,16 +573,7 @@ def push_directory(output_dir, repo_id: str | None = None, token: str | None = N
         logger.warning("trainwright push: %s is incomplete and is not pushed.", p)
     stage = new_staging_dir(out)
     try:
-        root = os.path.join(stage, "root")
-        os.makedirs(root)
-        snapshot_output_dir(out, root)
-        has_model = os.path.isfile(os.path.join(root, "config.json")) or any(
-            n.endswith(".safetensors") for n in os.listdir(root))
-        if not has_model and complete:
-            overlay_checkpoint_model(complete[-1], root)
-        if not os.path.isfile(os.path.join(root, "README.md")):
-            with open(os.path.join(root, "README.md"), "w", encoding="utf-8") as f:
-                f.write(minimal_model_card(full_id.split("/")[-1], saved))
+        root = _stage_run_root(out, stage, complete, full_id, saved)
         files = len(_pushable_files(root, []))
         try:
             info = api.upload_folder(repo_id=full_id, folder_path=root, commit_message=commit_message,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -31,19 +32,19 @@ IGNORE_INDEX = -100
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def shifts_labels(model) -> bool:
+def shifts_labels(model: Any) -> bool:
     """Whether the model's loss predicts label i+1 at position i (a causal LM), so position 0 is no target."""
     return any(c.__name__.endswith(CAUSAL_SUFFIXES) for c in type(model).__mro__)
 
 
-def label_tensor(batch: Mapping, label_names) -> tuple[str | None, object]:
+def label_tensor(batch: Mapping, label_names: Any) -> tuple[str | None, object]:
     for key in ("shift_labels", "labels", *(label_names or ())):
         if key in batch and batch[key] is not None:
             return key, batch[key]
     return None, None
 
 
-def count_items(batch: Mapping, label_names=(), shift: bool = False) -> int:
+def count_items(batch: Mapping, label_names: Any = (), shift: bool = False) -> int:
     """The number of items this micro-batch's mean loss averages over (see the module docstring)."""
     if not isinstance(batch, Mapping):
         return rows(batch)
@@ -59,7 +60,7 @@ def count_items(batch: Mapping, label_names=(), shift: bool = False) -> int:
     return int((labels != IGNORE_INDEX).sum())
 
 
-def rows(batch) -> int:
+def rows(batch: Any) -> int:
     if isinstance(batch, Mapping):
         for v in batch.values():
             if isinstance(v, torch.Tensor) and v.dim() > 0:
@@ -73,7 +74,7 @@ def rows(batch) -> int:
     return 1
 
 
-def model_takes_num_items(model) -> bool:
+def model_takes_num_items(model: Any) -> bool:
     """Whether ``num_items_in_batch`` is passed to the model's forward: it names the parameter, or its class says
     ``accepts_loss_kwargs = True``. (transformers' models take ``**kwargs`` that most of their losses ignore:
     their mean loss is weighted instead, which is exact for every one of them.)"""
@@ -93,7 +94,7 @@ def _names_num_items(fn) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def takes_num_items(fn) -> bool:
+def takes_num_items(fn: Any) -> bool:
     """Whether ``compute_loss`` can be called with ``num_items_in_batch=`` (the parameter or ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters
@@ -102,7 +103,7 @@ def takes_num_items(fn) -> bool:
     return "num_items_in_batch" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
-def user_loss_is_normalised(trainer, base_compute_loss, base_normalised: bool) -> bool:
+def user_loss_is_normalised(trainer: Any, base_compute_loss: Any, base_normalised: bool) -> bool:
     """Whether the loss ``compute_loss`` returned is already ``sum / num_items_in_batch`` (else it is a
     per-micro-batch mean, which training_step weights). ``base_normalised``: the Trainer's own compute_loss ran
     with ``num_items_in_batch`` during this call (directly, or from an override through ``super()``), so the loss
@@ -118,13 +119,13 @@ def user_loss_is_normalised(trainer, base_compute_loss, base_normalised: bool) -
     return base_normalised or _names_num_items(user_fn)
 
 
-def zero_loss(model) -> torch.Tensor:
+def zero_loss(model: Any) -> torch.Tensor:
     """A zero loss that reaches every trainable parameter (a micro-batch without loss items under DDP)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return sum(p.sum() for p in params) * 0.0 if params else torch.zeros(())
 
 
-def weighted(loss: torch.Tensor, outputs, items: int, num_items_in_batch) -> torch.Tensor:
+def weighted(loss: torch.Tensor, outputs: Any, items: int, num_items_in_batch: Any) -> torch.Tensor:
     """``loss`` (a mean over ``items`` items) as its share of the step: ``loss x items / num_items_in_batch``.
     A micro-batch without items contributes a zero that still reaches every output (DDP needs the graph)."""
     if items == 0:
@@ -132,7 +133,7 @@ def weighted(loss: torch.Tensor, outputs, items: int, num_items_in_batch) -> tor
     return loss * (items / num_items_in_batch)
 
 
-def zero_like_outputs(outputs, loss) -> torch.Tensor:
+def zero_like_outputs(outputs: Any, loss: Any) -> torch.Tensor:
     values = outputs.values() if isinstance(outputs, Mapping) else outputs if isinstance(outputs, (tuple, list)) else ()
     for v in values:
         if isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad and v is not loss:

@@ -7,12 +7,14 @@ checkpointing on; the new name wins when both are given, as in transformers. ``*
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .errors import ConfigError, ModelError
 
 
-def checkpointing_settings(args) -> tuple[bool, dict]:
+def checkpointing_settings(args: Any) -> tuple[bool, dict]:
     """(on, kwargs) from ``activation_checkpointing[_kwargs]``, falling back on the ``gradient_checkpointing``
     names when the new ones are unset."""
     on = args.activation_checkpointing if args.activation_checkpointing is not None else args.gradient_checkpointing
@@ -25,7 +27,7 @@ def checkpointing_settings(args) -> tuple[bool, dict]:
     return bool(on), dict(kwargs or {})
 
 
-def enable_activation_checkpointing(model: torch.nn.Module, args) -> bool:
+def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> bool:
     """Turns on activation checkpointing as transformers.Trainer does (a no-op when it is off). When the input
     embeddings are frozen (a PEFT adapter, a frozen base) their output is made to require grad, so the
     gradient reaches the checkpointed layers. Returns whether checkpointing was turned on."""
@@ -40,7 +42,8 @@ def enable_activation_checkpointing(model: torch.nn.Module, args) -> bool:
         if callable(enable):
             enable(activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload)
         elif callable(getattr(model, "gradient_checkpointing_enable", None)):
-            extra = {} if every_n_layers == 1 and not offload else {"every_n_layers": every_n_layers, "offload": offload}
+            extra = {} if every_n_layers == 1 and not offload else {"every_n_layers": every_n_layers,
+                                                                    "offload": offload}
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None, **extra)
         else:
             raise ModelError(f"{name}=True but {type(model).__name__} has no activation_checkpointing_enable() (it is "
@@ -71,7 +74,7 @@ def _require_input_grads_if_frozen(model) -> None:
         model.enable_input_require_grads()
 
 
-def prepare_model_for_training(trainer, model: torch.nn.Module) -> None:
+def prepare_model_for_training(trainer: Any, model: torch.nn.Module) -> None:
     """Called by ``Trainer._set_up_model_for_training`` before the model is wrapped (DDP/FSDP2/compile)."""
     enable_activation_checkpointing(model, trainer.args)
     setting = getattr(trainer.args, "chunked_cross_entropy", False)

@@ -47,7 +47,7 @@ def _rss_reader():
 
 
 class MemoryTracker:
-    def __init__(self, enabled: bool, device: torch.device):
+    def __init__(self, enabled: bool, device: torch.device) -> None:
         self.enabled = bool(enabled)
         self.rss = _rss_reader() if self.enabled else None
         if self.enabled and self.rss is None:

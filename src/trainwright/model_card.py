@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 logger = logging.getLogger("trainwright")
 
@@ -51,8 +51,10 @@ _NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "s
 
 
 # ================================================================================================ entry point
-def create_model_card(trainer, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
-                      tasks=None, dataset_tags=None, dataset=None, dataset_args=None) -> str | None:
+def create_model_card(trainer: Any, language: Any = None, license: Any = None, tags: Any = None,
+                      model_name: Any = None, finetuned_from: Any = None,
+                      tasks: Any = None, dataset_tags: Any = None, dataset: Any = None,
+                      dataset_args: Any = None) -> str | None:
     """Writes ``output_dir/README.md``; returns its path, or None on the other ranks or when the write failed."""
     if not trainer.is_world_process_zero():
         return None
@@ -64,8 +66,9 @@ def create_model_card(trainer, language=None, license=None, tags=None, model_nam
     return path if _write_atomically(path, text) else None
 
 
-def model_card_text(trainer, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
-                    tasks=None, dataset_tags=None, dataset=None, dataset_args=None) -> str:
+def model_card_text(trainer: Any, language: Any = None, license: Any = None, tags: Any = None, model_name: Any = None,
+                    finetuned_from: Any = None,
+                    tasks: Any = None, dataset_tags: Any = None, dataset: Any = None, dataset_args: Any = None) -> str:
     """The card as a string (front matter + body)."""
     import yaml
 
@@ -199,7 +202,7 @@ def _model_index_results(tasks, dataset_tags, dataset, dataset_args, dataset_met
 
 
 # ================================================================================================ hyperparameters
-def hyperparameters(trainer) -> dict:
+def hyperparameters(trainer: Any) -> dict:
     args = trainer.args
     world = max(int(getattr(trainer.dist, "world_size", 1) or 1), 1)
     accum = args.gradient_accumulation_steps
@@ -374,26 +377,12 @@ def _unwrapped(model):
 
 
 def _write_atomically(path: str, text: str) -> bool:
-    directory = os.path.dirname(path) or "."
-    tmp = None
+    from .checkpoint.safe_fs import write_atomic
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".README.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a symlink at path is replaced, never followed
-        tmp = None
-        return True
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return write_atomic(path, text, degrade=False)  # a symlink at path is replaced, never followed
     except OSError as e:
         warnings.warn(f"create_model_card: could not write {path} ({e.strerror or e}); the run is not affected. "
                       f"Free space or fix the directory, then call trainer.create_model_card() again.",
                       RuntimeWarning, stacklevel=3)
         return False
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

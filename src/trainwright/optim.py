@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
@@ -23,21 +24,33 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     return {n for n, _ in model.named_parameters()} - no_decay
 
 
+def named_parameter_groups(model: torch.nn.Module, decay: set[str] | None = None) -> tuple[list, list]:
+    """The trainable ``(name, parameter)`` pairs split as transformers does: those with weight decay, then those
+    without (``decay``: the names with weight decay; default :func:`decay_parameter_names`)."""
+    decay = decay_parameter_names(model) if decay is None else decay
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [(n, p) for n, p in named if n in decay], [(n, p) for n, p in named if n not in decay]
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """The optimizer's param groups: ``weight_decay`` for the weights, none for biases and normalisation weights
+    (empty groups left out)."""
+    with_decay, without = named_parameter_groups(model)
+    groups = [{"params": [p for _, p in with_decay], "weight_decay": weight_decay},
+              {"params": [p for _, p in without], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def fused_supported(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu", "mps", "xpu")
 
 
-def create_optimizer(model: torch.nn.Module, args, device: torch.device) -> torch.optim.Optimizer:
-    decay = decay_parameter_names(model)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not params:
+def create_optimizer(model: torch.nn.Module, args: Any, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer ``args.optim`` names, over :func:`parameter_groups`, with transformers' hyper-parameters."""
+    groups = parameter_groups(model, args.weight_decay)
+    if not groups:
         raise ConfigError("The model has no parameter with requires_grad=True: nothing to train. "
                           "Unfreeze some parameters (param.requires_grad_(True)).")
-    groups = [
-        {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
     extra = _parse_optim_args(args.optim_args)
     name = args.optim
     lr = args.learning_rate
@@ -77,7 +90,8 @@ def _parse_optim_args(optim_args: str | None) -> dict:
 
 
 # ---------------------------------------------------------------- schedules
-def create_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_steps: int, kwargs: dict | None = None):
+def create_scheduler(name: str, optimizer: Any, num_warmup_steps: int, num_training_steps: int,
+                     kwargs: dict | None = None) -> Any:
     """Any transformers ``lr_scheduler_type``, built by transformers' own ``get_scheduler`` with
     ``lr_scheduler_kwargs`` passed through. A wrong keyword raises ``ConfigError`` naming lr_scheduler_kwargs."""
     from transformers.optimization import get_scheduler
@@ -97,10 +111,29 @@ def create_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_s
                           ) from e
 
 
+def current_learning_rate(scheduler: Any, optimizer: Any) -> float:
+    """The learning rate to log: the schedule's last one (a metric-stepped schedule: the first group's)."""
+    if steps_on_metric(scheduler):
+        return float(optimizer.param_groups[0]["lr"])
+    return float(scheduler.get_last_lr()[0])
+
+
+def step_on_metric(scheduler: Any, metrics: dict, metric_for_best_model: str | None) -> None:
+    """After an evaluation: a metric-stepped schedule steps with the best-model metric (default the loss), as
+    transformers; one the evaluation did not produce raises naming the metrics it did."""
+    key = metric_for_best_model or "loss"
+    key = key if key.startswith("eval_") else f"eval_{key}"
+    if key not in metrics:
+        raise ConfigError(f"The learning-rate scheduler ({type(scheduler).__name__}) is stepped with "
+                          f"{key!r} (metric_for_best_model), which the evaluation did not produce; it produced "
+                          f"{', '.join(sorted(metrics))}. Set metric_for_best_model to one of those.")
+    scheduler.step(metrics[key])
+
+
 _METRIC_STEPPED: dict[type, bool] = {}
 
 
-def steps_on_metric(scheduler) -> bool:
+def steps_on_metric(scheduler: Any) -> bool:
     """True for a scheduler stepped with the evaluation metric after each evaluation rather than after each
     optimizer step: torch's ``ReduceLROnPlateau``, transformers' ``GreedyLR``, or any scheduler whose
     ``step`` needs a value. The answer is cached per class (this is asked every optimizer step)."""

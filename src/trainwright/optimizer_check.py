@@ -9,13 +9,14 @@ Partial mismatches have legitimate uses (a frozen part left out of the optimizer
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
 from .errors import ConfigError
 
 
-def optimizer_parameters(optimizer) -> list:
+def optimizer_parameters(optimizer: Any) -> list:
     params = []
     for group in getattr(optimizer, "param_groups", []) or []:
         values = group.get("params", []) if isinstance(group, dict) else []
@@ -23,7 +24,7 @@ def optimizer_parameters(optimizer) -> list:
     return params
 
 
-def check_optimizer_parameters(optimizer, model, custom_loss: bool) -> None:
+def check_optimizer_parameters(optimizer: Any, model: Any, custom_loss: bool) -> None:
     """ConfigError when the optimizer holds none of the model's trainable parameters; a warning when it leaves some
     out, or (with the Trainer's own loss) holds parameters that are not the model's."""
     if optimizer is None or not hasattr(optimizer, "param_groups"):

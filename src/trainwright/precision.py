@@ -1,7 +1,11 @@
-"""Mixed-precision policy: autocast dtype, gradient scaling for fp16, TF32. One small object."""
+"""Mixed-precision policy, one small object that owns all of it: the autocast dtype, gradient scaling for fp16
+(a ``ShardedGradScaler`` once FSDP2 shards the model), the cast of the model for ``bf16_full_eval`` /
+``fp16_full_eval`` evaluation, the FSDP2 ``MixedPrecisionPolicy``, and TF32."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -9,7 +13,7 @@ from .errors import ConfigError
 
 
 class Precision:
-    def __init__(self, args, device: torch.device):
+    def __init__(self, args: Any, device: torch.device) -> None:
         self.device = device
         self.dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         self.eval_dtype = torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else None
@@ -26,7 +30,7 @@ class Precision:
             torch.backends.cudnn.allow_tf32 = bool(args.tf32)
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
 
-    def autocast(self, evaluating: bool = False):
+    def autocast(self, evaluating: bool = False) -> contextlib.AbstractContextManager:
         dtype = self.dtype
         if evaluating and self.eval_dtype is not None:
             return contextlib.nullcontext()  # the model itself was cast for evaluation
@@ -34,17 +38,49 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def fsdp_policy(self, reduce_dtype: torch.dtype = torch.float32) -> Any:
+        """The FSDP2 ``MixedPrecisionPolicy`` of the shards: parameters in the autocast dtype, gradients reduced in
+        ``reduce_dtype`` (``fsdp_config['reduce_dtype']``); None when neither differs from float32."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+        if self.dtype is not None:
+            return MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=reduce_dtype)
+        if reduce_dtype != torch.float32:
+            return MixedPrecisionPolicy(reduce_dtype=reduce_dtype)
+        return None
+
+    def adapt_to_sharding(self, sharded: bool) -> None:
+        """fp16 under FSDP2: each rank sees only its gradient shard, so the inf check must be agreed by all ranks
+        (``ShardedGradScaler`` all-reduces it); otherwise the scaler is kept."""
+        if self.scaler is None or not sharded:
+            return
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        if not isinstance(self.scaler, ShardedGradScaler):
+            self.scaler = ShardedGradScaler(self.device.type)
+
+    @contextlib.contextmanager
+    def evaluation(self, model: torch.nn.Module) -> Iterator[None]:
+        """Around an evaluation: with ``bf16_full_eval`` / ``fp16_full_eval`` the model is cast to that dtype and
+        back to float32 afterwards (as transformers); otherwise nothing changes."""
+        if self.eval_dtype is None:
+            yield
+            return
+        model.to(self.eval_dtype)
+        try:
+            yield
+        finally:
+            model.to(torch.float32)
+
     def backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
 
-    def unscale_(self, optimizer) -> None:
+    def unscale_(self, optimizer: Any) -> None:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer) -> None:
+    def step(self, optimizer: Any) -> None:
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()

@@ -24,18 +24,16 @@ Differences from transformers, all deliberate:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import logging
 import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from . import args as _args_module
 from .args import TrainingArguments, _arg
 from .args_compat import hf_types
 from .distributed import unwrap_model
@@ -47,7 +45,7 @@ logger = logging.getLogger("trainwright")
 __all__ = ["Seq2SeqTrainingArguments", "Seq2SeqTrainer"]
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, init=False)  # TrainingArguments' own constructor handles these fields too
 class Seq2SeqTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the generation settings used by :class:`Seq2SeqTrainer`.
 
@@ -64,7 +62,8 @@ class Seq2SeqTrainingArguments(TrainingArguments):
     """
 
     sortish_sampler: bool = _arg(False, "Batches of similar lengths (train_sampling_strategy='group_by_length').")
-    predict_with_generate: bool = _arg(False, "Evaluate and predict with model.generate (token ids to compute_metrics).")
+    predict_with_generate: bool = _arg(False,
+                                       "Evaluate and predict with model.generate (token ids to compute_metrics).")
     generation_max_length: int | None = _arg(None, "max_length of generate at evaluation.")
     generation_num_beams: int | None = _arg(None, "num_beams of generate at evaluation.")
     generation_config: str | Path | hf_types.GenerationConfig | None = _arg(
@@ -96,32 +95,6 @@ def _is_generation_config(obj) -> bool:
     return type(obj).__name__ == "GenerationConfig" and hasattr(obj, "to_dict")
 
 
-# The dataclass-generated __init__ of the subclass would skip the alias handling of TrainingArguments (old names,
-# unknown names with "did you mean"). The wrapper below sets the Seq2Seq fields first and hands everything else to
-# TrainingArguments' own wrapped __init__, which then runs __post_init__ -> our _validate.
-_OWN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Seq2SeqTrainingArguments)
-                 if f.name not in _args_module._FIELD_DEFAULTS}
-_ALL_NAMES = sorted(set(_args_module._FIELD_DEFAULTS) | set(_OWN_DEFAULTS))
-_base_init = TrainingArguments.__init__
-
-
-def _seq2seq_init(self, *args, **kwargs):
-    known = set(_ALL_NAMES) | set(_args_module.RENAMED) | set(_args_module.REMOVED)
-    unknown = [k for k in kwargs if k not in known]
-    if unknown:
-        name = unknown[0]
-        near = difflib.get_close_matches(name, _ALL_NAMES, n=3)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ConfigError(f"Seq2SeqTrainingArguments got an unknown argument {name!r}.{hint}")
-    for name, default in _OWN_DEFAULTS.items():
-        setattr(self, name, kwargs.pop(name, default))
-    _base_init(self, *args, **kwargs)
-
-
-_seq2seq_init.__doc__ = Seq2SeqTrainingArguments.__init__.__doc__
-Seq2SeqTrainingArguments.__init__ = _seq2seq_init
-
-
 class Seq2SeqTrainer(Trainer):
     """``Trainer`` whose evaluation can generate. Same constructor as :class:`trainwright.Trainer`.
 
@@ -130,7 +103,7 @@ class Seq2SeqTrainer(Trainer):
     loss is computed too when the batch has labels. Without it, it is the plain ``Trainer`` (logits).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         gen_config = getattr(self.args, "generation_config", None)
         if gen_config is not None:
@@ -140,7 +113,8 @@ class Seq2SeqTrainer(Trainer):
                               f"{type(unwrap_model(self.model)).__name__} has none. Use a transformers "
                               "...ForConditionalGeneration / ...ForCausalLM model or set predict_with_generate=False.")
 
-    def call_model_init(self, trial=None):
+    def call_model_init(self, trial: Any = None) -> torch.nn.Module:
+        """As ``Trainer.call_model_init``; the new model gets ``generation_config`` of the arguments."""
         model = super().call_model_init(trial)
         gen_config = getattr(self.args, "generation_config", None)
         if gen_config is not None and hasattr(model, "generation_config"):
@@ -149,7 +123,7 @@ class Seq2SeqTrainer(Trainer):
 
     # ------------------------------------------------------------------ generation config
     @staticmethod
-    def load_generation_config(gen_config_arg):
+    def load_generation_config(gen_config_arg: Any) -> Any:
         """A ``GenerationConfig`` from a GenerationConfig (copied), a dict, or a local file / directory path."""
         from transformers import GenerationConfig
         if isinstance(gen_config_arg, GenerationConfig):
@@ -189,28 +163,56 @@ class Seq2SeqTrainer(Trainer):
     def _set_gen_kwargs(self, gen_kwargs: dict) -> None:
         self._gen_kwargs = self._resolve_gen_kwargs(gen_kwargs)
 
-    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval", **gen_kwargs) -> dict[str, float]:
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
         """As ``Trainer.evaluate``; ``gen_kwargs`` (``max_length``, ``max_new_tokens``, ``num_beams``, ...) go to
         ``model.generate`` when ``predict_with_generate`` is on."""
         self._set_gen_kwargs(gen_kwargs)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
-    def predict(self, test_dataset, ignore_keys: list[str] | None = None,
-                metric_key_prefix: str = "test", **gen_kwargs):
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test", **gen_kwargs: Any) -> Any:
         """As ``Trainer.predict``; with ``predict_with_generate`` the predictions are generated token ids
         ``[num_examples, width]`` in dataset order, padded with the pad id (see the module docstring)."""
         self._set_gen_kwargs(gen_kwargs)
         return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     # ------------------------------------------------------------------ one batch
-    def prediction_step(self, model, inputs: dict, prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None, **gen_kwargs):
+    def prediction_step(self, model: torch.nn.Module, inputs: dict, prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None, **gen_kwargs: Any) -> tuple:
+        """As ``Trainer.prediction_step``; with ``predict_with_generate``: ``(loss, generated ids, labels)``, the
+        ids padded to one width per evaluation (``gen_kwargs`` default to those of the running evaluate/predict)."""
         if not getattr(self.args, "predict_with_generate", False) or prediction_loss_only:
             return super().prediction_step(model, inputs, prediction_loss_only=prediction_loss_only,
                                            ignore_keys=ignore_keys)
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
         inputs = self._prepare_inputs(inputs)
+        gen_model = unwrap_model(self.model)
+        encoder_decoder = bool(getattr(getattr(gen_model, "config", None), "is_encoder_decoder", False))
+        generation_inputs, gen_kwargs, prompt_len = self._generation_request(inputs, has_labels, gen_kwargs,
+                                                                             encoder_decoder)
+        with torch.no_grad(), self.precision.autocast(evaluating=True):
+            generated = gen_model.generate(**generation_inputs, **gen_kwargs)
+        if not isinstance(generated, torch.Tensor):  # return_dict_in_generate=True
+            generated = generated["sequences"] if isinstance(generated, Mapping) else generated.sequences
+        if prompt_len:
+            generated = generated[:, prompt_len:]
+        generated = self._pad_tensors_to_max_len(generated, self._generation_width(gen_model, gen_kwargs,
+                                                                                  encoder_decoder))
+        loss = self._generation_loss(model, inputs, encoder_decoder) if has_labels else None
+        self._has_labels_seen = getattr(self, "_has_labels_seen", False) or loss is not None
+        if self.args.prediction_loss_only:
+            return loss, None, None
+        labels = None
+        if has_labels:
+            labels = tuple(inputs[name] for name in self.label_names)
+            labels = labels[0] if len(labels) == 1 else labels
+            if isinstance(labels, torch.Tensor) and labels.dim() == 2 and labels.shape[-1] < generated.shape[-1]:
+                labels = torch.nn.functional.pad(labels, (0, generated.shape[-1] - labels.shape[-1]), value=-100)
+        return loss, generated.detach(), labels
+
+    def _generation_request(self, inputs: dict, has_labels: bool, gen_kwargs: dict, encoder_decoder: bool):
+        """(the inputs of ``generate``, its keyword arguments, the prompt length to cut from decoder-only output)."""
         if not gen_kwargs:  # those of the running evaluate()/predict(); else (evaluation_loop called directly) args
             stored = getattr(self, "_gen_kwargs", None)
             gen_kwargs = dict(stored) if stored is not None else self._resolve_gen_kwargs({})
@@ -219,9 +221,6 @@ class Seq2SeqTrainer(Trainer):
                 gen_kwargs.pop(key)
         if self.dist.enabled and self.args.fsdp:
             gen_kwargs.setdefault("synced_gpus", True)  # every rank must run as many forwards as the longest one
-
-        gen_model = unwrap_model(self.model)
-        encoder_decoder = bool(getattr(getattr(gen_model, "config", None), "is_encoder_decoder", False))
         generation_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
         if has_labels and "decoder_input_ids" in generation_inputs and "labels" in inputs and \
                 generation_inputs["decoder_input_ids"].shape == inputs["labels"].shape:
@@ -237,37 +236,19 @@ class Seq2SeqTrainer(Trainer):
                 self._warned_right_padding = True
                 warnings.warn("A decoder-only model is generating from right-padded prompts, so some rows continue "
                               "after padding tokens; set tokenizer.padding_side = 'left' for the evaluation data.",
-                              UserWarning, stacklevel=2)
+                              UserWarning, stacklevel=4)
+        return generation_inputs, gen_kwargs, prompt_len
 
+    def _generation_loss(self, model, inputs: dict, encoder_decoder: bool):
+        """The loss of a generating evaluation batch, when the labels fit the model (None otherwise)."""
+        ids = inputs.get("input_ids")
+        labels_fit = encoder_decoder or "labels" not in inputs or not isinstance(ids, torch.Tensor) \
+            or inputs["labels"].shape == ids.shape
+        if not labels_fit:
+            return None
         with torch.no_grad(), self.precision.autocast(evaluating=True):
-            generated = gen_model.generate(**generation_inputs, **gen_kwargs)
-        if not isinstance(generated, torch.Tensor):  # return_dict_in_generate=True
-            generated = generated["sequences"] if isinstance(generated, Mapping) else generated.sequences
-        if prompt_len:
-            generated = generated[:, prompt_len:]
-        generated = self._pad_tensors_to_max_len(generated, self._generation_width(gen_model, gen_kwargs,
-                                                                                  encoder_decoder))
-
-        loss = None
-        if has_labels:
-            ids = inputs.get("input_ids")
-            labels_fit = encoder_decoder or "labels" not in inputs or not isinstance(ids, torch.Tensor) \
-                or inputs["labels"].shape == ids.shape
-            if labels_fit:
-                with torch.no_grad(), self.precision.autocast(evaluating=True):
-                    loss, _ = self.compute_loss(model, inputs, return_outputs=True)
-                loss = loss.detach().mean()
-        self._has_labels_seen = getattr(self, "_has_labels_seen", False) or loss is not None
-
-        if self.args.prediction_loss_only:
-            return loss, None, None
-        labels = None
-        if has_labels:
-            labels = tuple(inputs[name] for name in self.label_names)
-            labels = labels[0] if len(labels) == 1 else labels
-            if isinstance(labels, torch.Tensor) and labels.dim() == 2 and labels.shape[-1] < generated.shape[-1]:
-                labels = torch.nn.functional.pad(labels, (0, generated.shape[-1] - labels.shape[-1]), value=-100)
-        return loss, generated.detach(), labels
+            loss, _ = self.compute_loss(model, inputs, return_outputs=True)
+        return loss.detach().mean()
 
     def _generation_width(self, gen_model, gen_kwargs: dict, encoder_decoder: bool) -> int | None:
         """The width every batch's generated ids are padded to, so batches concatenate without -100."""

@@ -1,17 +1,20 @@
 """SIGTERM / SIGINT during ``train()``: the trainer's handler only sets a flag, the loop finishes the step, writes a
 checkpoint and exits with ``128 + signum`` (a second signal leaves at once).
 
-The handlers live exactly as long as the training loop: ``train()`` installs them (main thread only) and
-:func:`signal_scope` puts the previous handlers back and clears the stop flag when ``train()`` returns or raises,
-whatever the exception, so a later SIGTERM behaves as it did before ``train()`` and a retried ``train()`` runs all
-its steps.
+:class:`StopSignal` is the Trainer's component for it. Its handlers live exactly as long as the training loop:
+``train()`` runs inside :meth:`StopSignal.scope` and installs them (main thread only) just before the first step;
+when ``train()`` returns or raises, whatever the exception, the scope puts the previous handlers back and clears the
+stop flag, so a later SIGTERM behaves as it did before ``train()`` and a retried ``train()`` runs all its steps.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import signal
+import sys
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -19,10 +22,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class SignalHandlers:
     """Installs one handler for SIGTERM and SIGINT and remembers the handlers it replaced."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.saved: dict = {}
 
-    def install(self, handler) -> None:
+    def install(self, handler: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal.signal works only in the main thread: leave the process's handlers alone
         for sig in SIGNALS:
@@ -36,22 +39,50 @@ class SignalHandlers:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-@contextlib.contextmanager
-def signal_scope(trainer):
-    """Around ``train()``: no stop flag left from an earlier call on entry; on exit (return or exception) the
-    original handlers are back and the flag is cleared."""
-    trainer._signal_received = None
-    try:
-        yield
-    finally:
-        trainer._restore_signal_handlers()
-        trainer._signal_received = None
+class StopSignal:
+    """The stop flag of one Trainer (``received``: the signal number, or None) and its handlers."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._handlers = SignalHandlers()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Around ``train()``: no flag left from an earlier call on entry; on exit (return or exception) the original
+        handlers are back and the flag is cleared."""
+        self.received = None
+        try:
+            yield
+        finally:
+            self._handlers.restore()
+            self.received = None
+
+    def install(self) -> None:
+        """The trainer's handlers for SIGTERM and SIGINT (main thread only), until the scope ends."""
+        self._handlers.install(self._on_signal)
+
+    def restore_handlers(self) -> None:
+        """The handlers that were there before ``train()`` (from now on a signal acts as it did then)."""
+        self._handlers.restore()
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.received is not None:  # second signal: leave at once
+            self._handlers.restore()
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing the current step and writing a checkpoint "
+              "(send it again to exit at once).", file=sys.stderr, flush=True)
 
 
-def restores_signal_handlers(train):
-    """Decorator for ``Trainer.train``: runs it inside :func:`signal_scope`."""
-    @functools.wraps(train)
-    def wrapper(trainer, *args, **kwargs):
-        with signal_scope(trainer):
-            return train(trainer, *args, **kwargs)
-    return wrapper
+def stop_on_signal(trainer: Any) -> None:
+    """After the step the signal arrived in (every rank at the same step): write a checkpoint, put the handlers back,
+    tell the user how to resume, and exit with ``128 + signum``."""
+    signum = trainer.stop_signal.received
+    trainer._save_checkpoint()
+    trainer.stop_signal.restore_handlers()
+    trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    if trainer.dist.is_main_process:
+        path = os.path.join(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
+        print(f"Checkpoint written to {path}. Resume with: trainer.train(resume_from_checkpoint=True)  (CLI: "
+              f"trainwright train CONFIG --resume)", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)

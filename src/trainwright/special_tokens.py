@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 logger = logging.getLogger("trainwright")
 
@@ -51,7 +52,7 @@ def _align(name: str, tokenizer, config, generation_config, updated: dict, sever
         setattr(generation_config, name, token_id)
 
 
-def align_special_tokens(model, processing_class) -> dict:
+def align_special_tokens(model: Any, processing_class: Any) -> dict:
     """Writes the tokenizer's EOS / BOS / PAD ids into ``model.config`` (and ``model.generation_config``) where
     they differ; returns the ids changed."""
     tokenizer = _tokenizer_of(processing_class)

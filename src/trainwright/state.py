@@ -39,17 +39,17 @@ class TrainerState:
 
     def save_to_json(self, json_path: str) -> None:
         """Write the state as JSON, atomically (a temp file renamed over ``json_path``); errors are raised."""
-        from .safe_fs import write_atomic
+        from .checkpoint.safe_fs import write_atomic
 
         write_atomic(json_path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", degrade=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def load_from_json(cls, json_path: str) -> "TrainerState":
+    def load_from_json(cls, json_path: str) -> TrainerState:
         with open(json_path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
@@ -59,7 +59,7 @@ _COUNTS = ("global_step", "max_steps", "num_train_epochs", "num_input_tokens_see
            "skipped_nonfinite_steps")
 
 
-def check_trainer_state(data, where: str) -> None:
+def check_trainer_state(data: Any, where: str) -> None:
     """Raise CheckpointError naming the file, the key and the fix when a ``trainer_state.json`` (trainwright's or
     transformers') holds a value of the wrong type or an absurd number. Unknown keys are ignored."""
     from .errors import CheckpointError

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 LOGGER_NAME = "trainwright"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
@@ -77,7 +78,7 @@ def level_value(name: str, argument: str = "log_level") -> int | None:
     return LEVELS[key]
 
 
-def apply_log_level(args, logs: bool) -> None:
+def apply_log_level(args: Any, logs: bool) -> None:
     """Sets the level of the "trainwright" and "transformers" loggers from ``args.log_level`` (in the
     process that logs) or ``args.log_level_replica`` (the others), as transformers.Trainer does."""
     argument = "log_level" if logs else "log_level_replica"
@@ -93,7 +94,7 @@ def apply_log_level(args, logs: bool) -> None:
         logging.getLogger("transformers").setLevel(level)
 
 
-def show_info():
+def show_info() -> Any:
     """For a program (the CLI): trainwright's lines go to stderr, INFO ones (the training block) included unless
     a level was chosen already; returns the function that undoes it. A config's ``log_level`` still decides
     inside the Trainer."""

@@ -8,8 +8,8 @@ made with overflowing windows and offset mappings, ``metrics.load("squad")``, th
 ``create_model_card()`` at the end.
 
 The data: a small QA set made from local SST-2 sentences. Each sentence is a context; the question asks for its
-first or its last word (a run of three letters or more, not "the"), and the answer is that word's character span in the sentence. The
-answer position depends on the question, so a tiny BERT built from a config learns it in a few epochs.
+first or its last word (a run of three letters or more, not "the"), and the answer is that word's character span in
+the sentence. The answer position depends on the question, so a tiny BERT built from a config learns it in a few epochs.
 
 Writes the model, all_results.json, predictions.json and README.md into OUT, and OUT/summary.json.
 """
@@ -30,8 +30,7 @@ from transformers import AutoTokenizer, BertForQuestionAnswering  # noqa: E402
 from transformers.trainer_utils import speed_metrics  # noqa: E402
 
 from conftest import minilm_path, sst2_dataset, tiny_bert_config  # noqa: E402
-from trainwright import (EvalPrediction, PredictionOutput, Trainer, TrainingArguments,  # noqa: E402
-                         default_data_collator, metrics)
+from trainwright import EvalPrediction, PredictionOutput, Trainer, TrainingArguments, default_data_collator, metrics  # noqa: E402
 
 MAX_LENGTH, STRIDE, MAX_ANSWER_TOKENS, N_BEST = 48, 16, 8, 10
 
@@ -231,10 +230,12 @@ def main():
     with open(os.path.join(out, "predictions.json"), "w") as f:
         json.dump(predict.predictions, f)
 
-    trainer.create_model_card(dataset_tags="sst2", dataset="SST-2 first/last word questions", tasks="question-answering")
+    trainer.create_model_card(dataset_tags="sst2", dataset="SST-2 first/last word questions",
+                              tasks="question-answering")
     evals = [h for h in trainer.state.log_history if "eval_f1" in h]
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump({"best_metric": trainer.state.best_metric, "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        json.dump({"best_metric": trainer.state.best_metric,
+                   "best_model_checkpoint": trainer.state.best_model_checkpoint,
                    "eval_f1_per_epoch": [e["eval_f1"] for e in evals], "final": eval_metrics,
                    "n_eval_examples": len(eval_examples), "n_eval_features": len(eval_dataset)}, f)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import RunConfig
-from .data import (DataLoader, check_has_labels, check_split_columns, main_process, row_ids,
-                   tokenize_split)
+from .data import DataLoader, check_has_labels, check_split_columns, main_process, row_ids, tokenize_split
 from .models import from_pretrained, load_model, load_tokenizer, model_from_config, resolve_model
 from .tasks import LabelInfo, PredictionInputs
 

@@ -18,7 +18,7 @@ QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL, "nonnumeric": csv
 
 
 # ====================================================================== YAML
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _yaml_loader():
     """yaml.SafeLoader with YAML 1.2 scalars: ``5e-5`` is a float (YAML 1.1 wants ``5.0e-5``) and only
     true/false are booleans, so ``save_strategy: no`` stays the string "no"."""
@@ -96,7 +96,8 @@ class RunConfig:
         if self.model_config is not None:  # a new model built from a config (tokenizer: names the vocabulary)
             if raw.get("model") not in (None, ""):
                 raise ConfigError(f"{path}: set either model: (a pretrained model) or model_config: (a new model "
-                                  "built from a config), not both; `--set model_config=null tokenizer=null` drops the latter.")
+                                  "built from a config), not both; `--set model_config=null tokenizer=null` drops the "
+                                  "latter.")
             if raw.get("tokenizer") in (None, ""):
                 raise ConfigError(f"{path}: model_config: needs tokenizer: (a tokenizer directory, a Hub id or "
                                   f"{MINILM_ALIASES[0]}) for the vocabulary.")

@@ -4,14 +4,13 @@ validation rows (``validation_split`` / ``validation_column``), the limits, the 
 tokenization with ``Dataset.map`` into a cache file keyed by everything that changes the tokenized rows."""
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, did_you_mean
 from .config import QUOTING
 from .models import offline
 
@@ -212,8 +211,7 @@ class DataLoader:
         present = list(ds.column_names)
         for col in columns:
             if col not in present:
-                near = difflib.get_close_matches(col, present, n=1, cutoff=0.5)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
+                hint = did_you_mean(col, present, cutoff=0.5)
                 setting = f" Fix {key_hint} in the config." if key_hint else ""
                 raise DataError(f"{where}: column {col!r} not found.{hint} Columns present: "
                                 f"{', '.join(map(repr, present))}.{setting}")

@@ -8,11 +8,10 @@ their defaults are read from the arguments class itself.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 REQUIRED = object()  #: the default of a key that has to be set
 
@@ -98,7 +97,6 @@ def check_keys(section: dict, valid, prefix: str, path: str) -> None:
     valid = list(valid)
     for key in section:
         if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-            hint = f" Did you mean '{prefix}{near[0]}'?" if near else ""
+            hint = did_you_mean(key, valid, show=lambda m: f"'{prefix}{m}'")
             where = f" in {prefix.rstrip('.')}" if prefix else " at the top level"
             raise ConfigError(f"{path}: unknown key '{prefix}{key}'.{hint} Valid keys{where}: {', '.join(valid)}.")

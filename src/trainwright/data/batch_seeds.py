@@ -18,6 +18,7 @@ import contextlib
 import os
 import random
 import types
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ _MASK = (1 << 64) - 1
 class KeyedBatch(list):
     """A batch's row indices, with ``key = (seed, epoch, batch index, rank)``."""
 
-    def __init__(self, indices, key):
+    def __init__(self, indices: Any, key: Any) -> None:
         super().__init__(indices)
         self.key = key
 
@@ -42,7 +43,7 @@ def _mix(x: int) -> int:  # splitmix64's finaliser
     return x ^ (x >> 31)
 
 
-def batch_seed(key) -> int:
+def batch_seed(key: Any) -> int:
     """A 64-bit seed from a tuple of ints."""
     x = 0
     for value in key:
@@ -54,7 +55,7 @@ class PendingRows:
     """The rows of a keyed batch, read by the collator wrapper inside the seeded scope."""
     __slots__ = ("dataset", "indices", "key")
 
-    def __init__(self, dataset, indices, key):
+    def __init__(self, dataset: Any, indices: Any, key: Any) -> None:
         self.dataset, self.indices, self.key = dataset, indices, key
 
     def fetch(self) -> list:
@@ -71,7 +72,7 @@ class BatchKeyedDataset(torch.utils.data.Dataset):
     """The train dataset as the DataLoader sees it: rows as before, and a keyed batch passed on with its key.
     Attributes the wrapper does not have are read from the wrapped dataset (``dataloader.dataset.column_names``)."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
 
     def __len__(self):
@@ -97,7 +98,7 @@ class SeededCollator:
     """Reads a keyed batch's rows and collates them with the RNGs seeded from the batch's key. Plain row lists (the
     pre-flight checks, a user calling the collate function) go straight to the wrapped collator."""
 
-    def __init__(self, data_collator):
+    def __init__(self, data_collator: Any) -> None:
         self.data_collator = data_collator  # the name other code looks through (RemoveColumnsCollator's too)
 
     def __call__(self, features):
@@ -114,17 +115,17 @@ class SeededCollator:
                 raise collate_failure(e, rows, features.indices, "train_dataset", self.data_collator, None) from e
 
 
-def with_batch_seeds(dataset, collator):
+def with_batch_seeds(dataset: Any, collator: Any) -> tuple:
     """(dataset, collate_fn) for a map-style train DataLoader whose batch sampler yields :class:`KeyedBatch`."""
     return BatchKeyedDataset(dataset), SeededCollator(collator)
 
 
-def unwrap_dataset(dataset):
+def unwrap_dataset(dataset: Any) -> Any:
     return dataset.dataset if isinstance(dataset, BatchKeyedDataset) else dataset
 
 
 @contextlib.contextmanager
-def batch_rng(seed: int, collator=None):
+def batch_rng(seed: int, collator: Any=None) -> Any:
     """python/numpy/torch-CPU global RNGs seeded from ``seed`` inside, and the collator's private generators
     re-seeded. In the main process (``dataloader_num_workers=0``) the loop's RNG streams are kept apart from the
     collator's draws: python's and torch's states are put back afterwards; numpy's (whose state takes ~50 us to
@@ -162,7 +163,7 @@ def _reseed_private_generators(collator, seed: int) -> None:
             continue
         _ensure_generator(obj)
         mixed = batch_seed((seed, own))
-        for name, value in list(vars(obj).items()):
+        for value in list(vars(obj).values()):
             if isinstance(value, torch.Generator):
                 value.manual_seed(mixed)
             elif isinstance(value, np.random.Generator):

@@ -11,14 +11,14 @@ LABEL_ALIASES = ("label", "label_ids")
 MODEL_INPUTS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
 
 
-def model_signature_columns(model, label_names: list[str]) -> list[str]:
+def model_signature_columns(model: Any, label_names: list[str]) -> list[str]:
     forward = getattr(model, "forward", None)
     params = inspect.signature(forward).parameters if forward is not None else {}
     names = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     return list(dict.fromkeys(names + list(LABEL_ALIASES) + list(label_names)))
 
 
-def default_label_names(model) -> list[str]:
+def default_label_names(model: Any) -> list[str]:
     forward = getattr(model, "forward", None)
     params = inspect.signature(forward).parameters if forward is not None else {}
     if "start_positions" in params and "end_positions" in params:
@@ -26,7 +26,7 @@ def default_label_names(model) -> list[str]:
     return ["labels"]
 
 
-def dataset_columns(dataset) -> list[str] | None:
+def dataset_columns(dataset: Any) -> list[str] | None:
     """Column names of a datasets.Dataset, a list of dicts or a map-style dataset of dicts."""
     names = getattr(dataset, "column_names", None)
     if isinstance(names, list):
@@ -40,14 +40,14 @@ def dataset_columns(dataset) -> list[str] | None:
     return list(first.keys()) if isinstance(first, Mapping) else None
 
 
-def first_row(dataset) -> Any:
+def first_row(dataset: Any) -> Any:
     try:
         return dataset[0]
     except Exception:
         return None
 
 
-def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool, description: str):
+def prepare_columns(dataset: Any, model: Any, label_names: list[str], remove_unused: bool, description: str) -> tuple:
     """Returns (dataset, columns_to_keep or None). datasets.Dataset gets label→labels and unused
     columns dropped in place (cheap, lazy); other datasets get a collator-side filter instead."""
     if _is_dataset_dict(dataset):
@@ -65,8 +65,8 @@ def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool,
         if text:
             raise DataError(
                 f"{description} has no tokenized input (no 'input_ids' column); its column {text[0]!r} holds raw text. "
-                f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], truncation=True), "
-                f"batched=True).")
+                f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], "
+                f"truncation=True), batched=True).")
     if not remove_unused:
         return _rename_label(dataset, columns), None
     keep = [c for c in columns if c in signature]
@@ -83,7 +83,7 @@ def prepare_columns(dataset, model, label_names: list[str], remove_unused: bool,
     return dataset, set(keep) | {"labels"}
 
 
-def check_not_column_dict(dataset, description: str) -> None:
+def check_not_column_dict(dataset: Any, description: str) -> None:
     """A plain dict of columns ({"input_ids": [...], "labels": [...]}) is not a dataset of rows: indexing it by row
     number fails deep in the DataLoader (KeyError: 0). (A dict of named eval sets holds datasets or row lists.)"""
     if not isinstance(dataset, Mapping) or _is_dataset_dict(dataset) or not dataset:
@@ -110,7 +110,7 @@ def _is_column(value) -> bool:
     return not isinstance(first, Mapping)
 
 
-def dropped_columns(dataset, model, label_names) -> list[str]:
+def dropped_columns(dataset: Any, model: Any, label_names: Any) -> list[str]:
     columns = dataset_columns(dataset) or []
     signature = model_signature_columns(model, label_names)
     return [c for c in columns if c not in signature]
@@ -137,14 +137,14 @@ def _is_dataset_dict(dataset) -> bool:
     return type(dataset).__name__ in ("DatasetDict", "IterableDatasetDict")
 
 
-def is_iterable_dataset(dataset) -> bool:
+def is_iterable_dataset(dataset: Any) -> bool:
     import torch.utils.data
     if isinstance(dataset, torch.utils.data.IterableDataset):
         return True
     return type(dataset).__name__ == "IterableDataset"
 
 
-def has_length(dataset) -> bool:
+def has_length(dataset: Any) -> bool:
     try:
         return len(dataset) is not None
     except (TypeError, NotImplementedError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _rows(dataset, indices: list[int]):
     return None
 
 
-def data_fingerprint(dataset, length_column_name: str = "length") -> dict | None:
+def data_fingerprint(dataset: Any, length_column_name: str = "length") -> dict | None:
     """See the module docstring; None for a dataset without a length (an iterable dataset)."""
     try:
         n = len(dataset)

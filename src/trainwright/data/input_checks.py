@@ -17,6 +17,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +31,11 @@ TENSOR_COLUMNS = ID_COLUMNS + ("decoder_attention_mask", "labels", "label", "sta
 
 
 # ================================================================================================ rows
-def label_columns(label_names) -> list[str]:
+def label_columns(label_names: Any) -> list[str]:
     return list(dict.fromkeys(list(label_names or ()) + ["labels", *LABEL_ALIASES]))
 
 
-def check_rows(rows, where: str, label_names, first_index: int = 0, require_labels: bool = True) -> None:
+def check_rows(rows: Any, where: str, label_names: Any, first_index: int = 0, require_labels: bool = True) -> None:
     """A list of row dicts (the first batch, or a whole list dataset): None labels, float ids, NaN labels. Without
     ``require_labels`` (an eval set) a column of None labels only (an unlabeled split) is fine; a mix is not."""
     if not rows or not isinstance(rows[0], Mapping):
@@ -93,7 +94,7 @@ def reset_warnings() -> None:
     _warned.clear()
 
 
-def warn_nan_label(where: str, column: str, row) -> None:
+def warn_nan_label(where: str, column: str, row: Any) -> None:
     """Once per data set and pre-flight run (the row scan and the first batch, whose label column may be renamed
     from 'label' to 'labels', may both see it)."""
     key = where
@@ -107,14 +108,14 @@ def warn_nan_label(where: str, column: str, row) -> None:
         f"ds = ds.filter(lambda r: r[{column!r}] == r[{column!r}]).", UserWarning, stacklevel=3)
 
 
-def scan_row_list(dataset, where: str, label_names, require_labels: bool = True) -> None:
+def scan_row_list(dataset: Any, where: str, label_names: Any, require_labels: bool = True) -> None:
     """A python list/tuple of row dicts is in memory: its labels are scanned whole (milliseconds)."""
     if isinstance(dataset, (list, tuple)) and dataset and isinstance(dataset[0], Mapping):
         check_rows(dataset, where, label_names, require_labels=require_labels)
 
 
 # ================================================================================================ batches
-def check_batch_structure(batch, where: str, collator, default_loss: bool) -> None:
+def check_batch_structure(batch: Any, where: str, collator: Any, default_loss: bool) -> None:
     """The collated first batch must be a mapping of tensors when the Trainer's own compute_loss calls
     ``model(**batch)``; an override of compute_loss/training_step may take other structures (as transformers)."""
     if not default_loss:
@@ -144,7 +145,7 @@ def _is_numeric(value) -> bool:
     return isinstance(first, numbers.Number)
 
 
-def check_batch_ids(model, batch, where: str) -> None:
+def check_batch_ids(model: Any, batch: Any, where: str) -> None:
     """Float token ids and out-of-range ``token_type_ids`` in a collated batch; NaN labels warn."""
     if not isinstance(batch, Mapping):
         return
@@ -163,7 +164,7 @@ def check_batch_ids(model, batch, where: str) -> None:
             raise_bad_token_type(model, where, bad, limit, f" (row {row})" if row is not None else "")
 
 
-def warn_nan_in_batch(batch, where: str, label_names) -> None:
+def warn_nan_in_batch(batch: Any, where: str, label_names: Any) -> None:
     if not isinstance(batch, Mapping):
         return
     for column in label_columns(label_names):
@@ -176,7 +177,7 @@ def warn_nan_in_batch(batch, where: str, label_names) -> None:
 
 
 # ================================================================================================ Arrow
-def check_arrow_inputs(model, dataset, where: str, label_names, max_rows: int) -> None:
+def check_arrow_inputs(model: Any, dataset: Any, where: str, label_names: Any, max_rows: int) -> None:
     """A datasets.Dataset: float id columns, token_type_ids range (first ``max_rows`` rows), NaN labels (all rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -228,7 +229,7 @@ def _arrow_value_kind(feature) -> str | None:
 
 
 # ================================================================================================ model facts
-def type_vocab_size(model) -> int | None:
+def type_vocab_size(model: Any) -> int | None:
     """Rows of the model's token-type (segment) embedding, or None when it has none."""
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] == "token_type_embeddings":
@@ -244,7 +245,7 @@ def _float_ids_message(where, column, example) -> str:
             f"or return it as torch.long from the collator.")
 
 
-def raise_bad_token_type(model, where, bad, limit, row="") -> None:
+def raise_bad_token_type(model: Any, where: str, bad: Any, limit: Any, row: Any="") -> None:
     name = type(model).__name__
     if bad < 0:
         raise DataError(f"{where} column 'token_type_ids' has the negative segment id {bad}{row}; segment ids "
@@ -265,7 +266,8 @@ def _collator_name(collator) -> str:
     return getattr(inner, "__name__", None) or type(inner).__name__
 
 
-def collate_failure(error: Exception, rows, indices, where: str, collator, label_names) -> Exception:
+def collate_failure(error: Exception, rows: Any, indices: Any, where: str, collator: Any,
+                    label_names: Any) -> Exception:
     """A clear DataError for a collator that raised: the rows it was given, and any None value in them."""
     rows_text = f"rows {list(indices)[:8]}{'...' if len(indices) > 8 else ''}"
     hint = ""

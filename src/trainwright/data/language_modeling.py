@@ -133,6 +133,9 @@ class DataCollatorForLanguageModeling:
     # Collation
     # ------------------------------------------------------------------------------------------------------
     def __call__(self, examples: Sequence[Any], return_tensors: str | None = None) -> dict[str, Any]:
+        """One batch from ``examples`` (dicts or lists of ids): padded ``input_ids`` / ``attention_mask`` and the
+        ``labels`` (masked tokens for MLM, the inputs with padding ignored for causal LM); ``return_tensors``
+        overrides the collator's ("pt" or "np")."""
         return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
         if len(examples) == 0:
             raise ValueError("DataCollatorForLanguageModeling received an empty list of examples")
@@ -143,9 +146,11 @@ class DataCollatorForLanguageModeling:
 
     # transformers compatibility: DataCollatorMixin entry points
     def torch_call(self, examples: Sequence[Any]) -> dict[str, Any]:
+        """The batch as torch tensors (transformers' ``DataCollatorMixin`` entry point)."""
         return self(examples, return_tensors="pt")
 
     def numpy_call(self, examples: Sequence[Any]) -> dict[str, Any]:
+        """The batch as numpy arrays (transformers' ``DataCollatorMixin`` entry point)."""
         return self(examples, return_tensors="np")
 
     def _collate(self, examples: Sequence[Any]) -> dict[str, Any]:

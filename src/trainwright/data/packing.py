@@ -205,6 +205,9 @@ class DataCollatorWithFlattening(_PackingMaskMixin):
         return_tensors: str | None = None,
         separator_id: int | None = None,
     ) -> dict[str, Any]:
+        """``features`` concatenated into one row (no padding) with ``position_ids`` restarting at each example
+        (and, as configured, sequence-boundary kwargs); ``separator_id`` overrides the label separator;
+        ``return_tensors`` overrides the collator's ("pt" or "np")."""
         return_tensors = return_tensors or self.return_tensors
         if return_tensors not in ("pt", "np"):
             raise ValueError(f'return_tensors must be "pt" or "np", got {return_tensors!r}')
@@ -310,6 +313,8 @@ class DataCollatorForPackedRows(_PackingMaskMixin):
         self.return_tensors = return_tensors
 
     def __call__(self, features: Sequence[Mapping[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
+        """A batch of rows packed by ``pack_dataset``: stacked, with their ``position_ids`` (and the attention
+        kwargs that keep the packed examples apart); ``return_tensors`` overrides the collator's."""
         return_tensors = return_tensors or self.return_tensors
         if not features:
             raise ValueError("DataCollatorForPackedRows received an empty list of features")

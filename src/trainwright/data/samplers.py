@@ -338,7 +338,8 @@ class EvalBatchSampler(torch.utils.data.Sampler):
         return self.num_real_batches + (self.num_padding_batches if self.padding_batch else 0)
 
 
-def _fill_batches(sorted_lengths, batch_size: int, max_rows: int, max_tokens: int | None = None) -> list[tuple[int, int]]:
+def _fill_batches(sorted_lengths, batch_size: int, max_rows: int,
+                  max_tokens: int | None = None) -> list[tuple[int, int]]:
     """Cut rows sorted longest first into batches of at most ``batch_size x longest row`` padded tokens:
     the first batch is ``batch_size`` rows of the longest length (the memory the user sized the eval
     batch for), later batches of shorter rows take more rows (at most ``max_rows``) in the same memory.
@@ -446,7 +447,8 @@ def collator_padding(collator) -> tuple[int | None, int | None]:
         collator, seen = collator.data_collator, seen + 1
     multiple = getattr(collator, "pad_to_multiple_of", None)
     fixed = None
-    pads_to_max = getattr(collator, "padding", None) == "max_length" or type(collator).__name__ == "DataCollatorForPackedRows"
+    pads_to_max = getattr(collator, "padding", None) == "max_length" or \
+        type(collator).__name__ == "DataCollatorForPackedRows"
     if pads_to_max and getattr(collator, "max_length", None):
         fixed = int(collator.max_length)
     return (int(multiple) if multiple else None), fixed

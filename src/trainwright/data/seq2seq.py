@@ -56,6 +56,9 @@ class DataCollatorForSeq2Seq:
     return_tensors: str = "pt"
 
     def __call__(self, features: Sequence[Mapping[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
+        """One batch from ``features`` (dicts of ``input_ids``, ``labels``, ...): inputs padded by the tokenizer,
+        labels padded with ``label_pad_token_id``, and ``decoder_input_ids`` when the model makes them;
+        ``return_tensors`` overrides the collator's ("pt" or "np")."""
         return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
         if not features:
             raise ValueError("DataCollatorForSeq2Seq received an empty list of features")

@@ -113,6 +113,8 @@ class DataCollatorForTokenClassification:
     return_tensors: str = "pt"
 
     def __call__(self, features: Sequence[Mapping[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
+        """One batch from ``features``: inputs padded by the tokenizer, the per-token ``labels`` padded with
+        ``label_pad_token_id`` on the tokenizer's padding side; ``return_tensors`` overrides the collator's."""
         return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
         if not features:
             raise ValueError("DataCollatorForTokenClassification received an empty list of features")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from ..safe_fs import disk_errors_degrade
+from ..checkpoint.safe_fs import disk_errors_degrade
 
 # the events a tracker implements (transformers' TrainerCallback)
 EVENTS = ("on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_step_begin",
@@ -36,7 +36,7 @@ def degrading(cls: type, what: str) -> type:
     return type(cls.__name__, (cls,), namespace)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tracker_class(name: str) -> type:
     """The callback class for the ``report_to`` name ``name`` (one class per name per process)."""
     if name in _OWN:

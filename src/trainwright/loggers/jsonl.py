@@ -38,7 +38,7 @@ import time
 from typing import Any
 
 from ..callbacks import TrainerCallback
-from ..safe_fs import AppendLog, disk_error, warn_once
+from ..checkpoint.safe_fs import AppendLog, disk_error, warn_once
 
 METRICS_FILE = "metrics.jsonl"
 _NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
@@ -75,7 +75,7 @@ def to_jsonable(value: Any) -> Any:
             return to_jsonable(tolist())
         except Exception:
             pass
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int, float)):  # enums
+    if hasattr(value, "value") and isinstance(value.value, (str, int, float)):  # enums
         return to_jsonable(value.value)
     return str(value)
 

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 
 from transformers.integrations.integration_utils import MLflowCallback as HFMLflowCallback
 
+from ..checkpoint.safe_fs import disk_errors_degrade
 from ..errors import ConfigError
-from ..safe_fs import disk_errors_degrade
 
 logger = logging.getLogger(__name__)
 _WHAT = "the MLflow run"

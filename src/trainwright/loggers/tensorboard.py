@@ -26,7 +26,7 @@ from datetime import datetime
 
 from transformers.integrations.integration_utils import TensorBoardCallback as HFTensorBoardCallback
 
-from ..safe_fs import disk_errors_degrade, safe_relpath
+from ..checkpoint.safe_fs import disk_errors_degrade, safe_relpath
 from .jsonl import _args_dict
 
 logger = logging.getLogger(__name__)

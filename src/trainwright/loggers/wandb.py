@@ -26,7 +26,7 @@ from pathlib import Path
 
 from transformers.integrations.integration_utils import WandbCallback as HFWandbCallback
 
-from ..safe_fs import disk_errors_degrade
+from ..checkpoint.safe_fs import disk_errors_degrade
 
 _WHAT = "the W&B run"
 

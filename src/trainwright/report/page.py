@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from .charts import Chart, colour
@@ -26,7 +26,7 @@ _HINT = ("Hover a chart for the values at a step. Drag across a chart to zoom in
          "or show that line.")
 
 
-@lru_cache(maxsize=None)
+@cache
 def asset(name: str) -> str:
     """Text of a file in ``trainwright/report/assets`` (package data)."""
     text = resources.files(__package__).joinpath("assets", name).read_text(encoding="utf-8")

@@ -12,9 +12,7 @@ keys go in ``Task.data_keys``, which the config checker, ``--help`` and ``trainw
 """
 from __future__ import annotations
 
-import difflib
-
-from ...errors import ConfigError
+from ...errors import ConfigError, did_you_mean
 from .base import LabelInfo, PredictionInputs, Task
 from .causal_lm import CausalLM
 from .classification import Regression, TextClassification
@@ -47,8 +45,7 @@ def get_task(name) -> Task:
         raise ConfigError(f"task: must be a name, one of {', '.join(TASKS)}; got {name!r}.")
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in TASKS:
-        near = difflib.get_close_matches(key, list(TASKS) + list(ALIASES), n=1, cutoff=0.5)
-        hint = f" Did you mean {ALIASES.get(near[0], near[0])!r}?" if near else ""
+        hint = did_you_mean(key, list(TASKS) + list(ALIASES), cutoff=0.5, show=lambda m: repr(ALIASES.get(m, m)))
         raise ConfigError(f"Unknown task {name!r}.{hint} Valid tasks: {', '.join(TASKS)}.")
     return TASKS[key]
 

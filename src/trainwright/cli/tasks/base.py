@@ -15,13 +15,13 @@ Every hook has a default here; a task overrides the ones it needs.
 """
 from __future__ import annotations
 
-import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, did_you_mean
 from ..keys import Key
 
 
@@ -62,7 +62,7 @@ class LabelInfo:
         return self.label2id.get(self.name_of(value))
 
     @classmethod
-    def from_model_config(cls, config, label_names=None) -> "LabelInfo":
+    def from_model_config(cls, config, label_names=None) -> LabelInfo:
         if getattr(config, "problem_type", None) == "regression":
             return cls(regression=True)
         id2label = getattr(config, "id2label", None) or {}
@@ -108,8 +108,7 @@ def check_int(data: dict, key: str, minimum: int | None = None) -> None:
 def check_choice(data: dict, key: str, choices) -> None:
     v = data.get(key)
     if v is not None and v not in choices:
-        near = difflib.get_close_matches(str(v), list(choices), n=1, cutoff=0.5)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(v, choices, cutoff=0.5)
         raise ConfigError(f"data.{key}: {v!r} is not one of {', '.join(choices)}.{hint}")
 
 

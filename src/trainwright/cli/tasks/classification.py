@@ -55,7 +55,8 @@ class TextClassification(Task):
             values = sorted(values, key=str)
         names = [str(v) for v in values]
         if len(set(names)) != len(names):
-            raise DataError(f"data.train labels {fmt_values(values)} collide once written as text: use one type per label.")
+            raise DataError(f"data.train labels {fmt_values(values)} collide once written as text: use one type per "
+                            "label.")
         if len(names) < 2:
             raise DataError(f"data.train has only one label value ({fmt_values(values)}) in column {column!r}: "
                             "classification needs at least two (or use task: regression for numbers).")

@@ -3,11 +3,9 @@ per split or source/target columns; evaluates by generating (sacrebleu, bleu, ro
 generated text."""
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError, DataError, did_you_mean
 from ..keys import Key
 from .base import PredictionInputs, Task, check_int
 from .generation import decode, eos_id, set_pad_token_id
@@ -65,8 +63,7 @@ class Seq2Seq(Task):
                 raise ConfigError(f"data.{split}: with data.dataset, name a split of it, not files.")
             for key in value:
                 if key not in self.SPLIT_KEYS:
-                    near = difflib.get_close_matches(str(key), self.SPLIT_KEYS, n=1, cutoff=0.6)
-                    hint = f" Did you mean 'data.{split}.{near[0]}'?" if near else ""
+                    hint = did_you_mean(key, self.SPLIT_KEYS, show=lambda m, split=split: f"'data.{split}.{m}'")
                     raise ConfigError(f"unknown key 'data.{split}.{key}'.{hint} Valid keys in data.{split}: "
                                       f"{', '.join(self.SPLIT_KEYS)}.")
             if not value.get("source_file"):

@@ -9,8 +9,17 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ..keys import Key
-from .base import (LabelInfo, PredictionInputs, Task, check_bool, check_choice, check_int, check_label_names,
-                   fmt_values, is_int)
+from .base import (
+    LabelInfo,
+    PredictionInputs,
+    Task,
+    check_bool,
+    check_choice,
+    check_int,
+    check_label_names,
+    fmt_values,
+    is_int,
+)
 from .metrics import logits_of, merge_results
 from .readers import existing_file, file_state, in_memory_dataset, where
 

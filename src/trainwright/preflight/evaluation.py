@@ -1,8 +1,8 @@
-"""The evaluation part of the pre-flight checks (``validation.preflight``): every eval set's data is checked like
-the train set's, and, when evaluation runs during training with ``compute_metrics`` or ``metric_for_best_model``,
-a dry evaluation on one batch of each eval set shows now, not after ``eval_steps`` of training, a
-``metric_for_best_model`` that evaluation does not produce, a ``compute_metrics`` that returns something other
-than numbers, or one that always raises.
+"""The evaluation part of the pre-flight checks (:func:`trainwright.preflight.preflight`): every eval set's data is
+checked like the train set's, and, when evaluation runs during training with ``compute_metrics`` or
+``metric_for_best_model``, a dry evaluation on one batch of each eval set shows now, not after ``eval_steps`` of
+training, a ``metric_for_best_model`` that evaluation does not produce, a ``compute_metrics`` that returns something
+other than numbers, or one that always raises.
 
 The dry evaluation runs ``Trainer._run_evaluation`` -- ``evaluation_loop`` exactly as ``evaluate()`` runs it, but
 without logging and without callbacks -- so it goes through the methods the run itself calls
@@ -21,17 +21,27 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import torch
 
-from .data.columns import is_iterable_dataset
-from .distributed import unwrap_model
-from .errors import ConfigError
-from .validation import (SKIP_ENV, _preserved_collator, check_arrow_dataset, check_batch, check_collator,
-                         first_batch, preserved_rng)
+from ..checkpoint.manager import best_metric_key
+from ..data.columns import is_iterable_dataset
+from ..distributed import unwrap_model
+from ..errors import ConfigError
+from .checks import (
+    SKIP_ENV,
+    _preserved_collator,
+    check_arrow_dataset,
+    check_batch,
+    check_collator,
+    first_batch,
+    overridden,
+    preserved_rng,
+)
 
 
-def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | None:
+def check_eval(trainer: Any, eval_dataset: Any = None, *, dry_run: bool = True) -> dict | None:
     """Checks every eval set like the train set (labels, token ids, lengths) and, with ``dry_run``, evaluates
     one batch of each: compute_metrics must return numbers and metric_for_best_model must be among the
     metrics. Returns the dry-run metrics (or None).
@@ -68,7 +78,7 @@ def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | No
             else:
                 produced.update(metrics)
     if dry_run and not deferred and trainer.args.metric_for_best_model is not None:
-        key = trainer._metric_key()
+        key = best_metric_key(trainer.args)
         if key not in produced:
             shown = sorted(k for k in produced if not k.endswith(("_runtime", "_per_second")))
             raise ConfigError(
@@ -77,19 +87,6 @@ def check_eval(trainer, eval_dataset=None, *, dry_run: bool = True) -> dict | No
                 f"metric_for_best_model to one of these (without the 'eval_' prefix), or return it from "
                 f"compute_metrics.")
     return produced if dry_run and not deferred else None
-
-
-def overridden(trainer, *names: str) -> list[str]:
-    """The methods among ``names`` that the trainer's class takes from user code (a subclass outside trainwright),
-    not from trainwright's own classes."""
-    found = []
-    for name in names:
-        for cls in type(trainer).__mro__:
-            if name in vars(cls):
-                if not cls.__module__.startswith("trainwright."):
-                    found.append(name)
-                break
-    return found
 
 
 # ================================================================================================ dry evaluation

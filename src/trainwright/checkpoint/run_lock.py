@@ -1,4 +1,5 @@
-"""One training run per ``output_dir``: ``train()`` holds an exclusive lock on it.
+"""One training run per ``output_dir``: ``train()`` holds an exclusive lock on it (and checks first that it can
+write there: :func:`check_output_dir`).
 
 Two runs writing one ``output_dir`` rotate (delete) each other's checkpoints and interleave their logs. While
 ``train()`` runs, the process that writes the run's files (rank 0 under torchrun) holds an ``fcntl.flock`` on
@@ -19,15 +20,16 @@ import logging
 import os
 import socket
 import stat
+from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger("trainwright")
 LOCK_NAME = ".trainwright.lock"
 
 
 class OutputDirLock:
-    def __init__(self, output_dir):
+    def __init__(self, output_dir: Any) -> None:
         self.output_dir = os.fspath(output_dir)
         self.path = os.path.join(self.output_dir, LOCK_NAME)
         self._fd: int | None = None
@@ -124,7 +126,7 @@ def _read_holder(fd: int) -> str:
         return "a process that did not record its id"
 
 
-def holds_output_dir_lock(train):
+def holds_output_dir_lock(train: Any) -> Any:
     """Decorates ``Trainer.train``: the writing process locks ``args.output_dir`` for the whole call (re-entrant
     for a subclass whose ``train`` calls ``super().train``) and unlocks it when the call returns or raises."""
     @functools.wraps(train)
@@ -150,3 +152,15 @@ def holds_output_dir_lock(train):
 def _writes_files(trainer) -> bool:
     dist = getattr(trainer, "dist", None)
     return dist is None or bool(getattr(dist, "is_main_process", True))
+
+
+def check_output_dir(out: str) -> None:
+    """``output_dir`` is a directory this process can create and write to; else ConfigError naming the fix."""
+    if os.path.isfile(out):
+        raise ConfigError(f"output_dir={out!r} is a file, not a directory: choose another output_dir.")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir={out!r} cannot be created ({e.strerror}): choose a writable directory.") from e
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"output_dir={out!r} is not writable: choose a directory you can write to.")

@@ -26,15 +26,14 @@ import contextlib
 import logging
 import os
 import warnings
+from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from . import safe_fs
-from .checkpoint import (
-    _apply, _apply_model_state, _read_json, _read_tensors, _refuse_non_regular, _unwrap_model,
-    _unwrap_optimizer, MANIFEST_NAME,
-)
-from .errors import CheckpointError
+from .format import MANIFEST_NAME, _unwrap_model, _unwrap_optimizer
+from .reader import _apply, _apply_model_state, _read_json, _read_tensors, _refuse_non_regular
 
 logger = logging.getLogger("trainwright")
 
@@ -48,7 +47,7 @@ _TRAINWRIGHT_ONLY = ("optimizer.json", "rng_state.json", "training_args.json", "
 _IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def is_hf_checkpoint(path) -> bool:
+def is_hf_checkpoint(path: Any) -> bool:
     """A directory transformers.Trainer wrote: trainer_state.json and model weights, no trainwright manifest and
     none of the files only trainwright writes."""
     path = os.fspath(path)
@@ -94,7 +93,7 @@ def _torch_load(path: str, rel: str):
 
 # ------------------------------------------------------------------------------------------------- reading
 def _weights(path: str) -> dict:
-    for index_name, fmt in (("model.safetensors.index.json", "safetensors"), ("pytorch_model.bin.index.json", "bin")):
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if os.path.lexists(os.path.join(path, index_name)):
             _refuse_non_regular(path, index_name)
             index = _read_json(path, index_name)
@@ -118,24 +117,22 @@ def _weights(path: str) -> dict:
     return state
 
 
-def read_hf_model_state(path) -> dict:
+def read_hf_model_state(path: Any) -> dict:
     """The model weights of a transformers checkpoint (or any save_pretrained directory)."""
     return _weights(os.path.abspath(os.fspath(path)))
 
 
 def _hf_groups(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
     """transformers.Trainer's optimizer groups: trainable parameters with weight decay, then those without."""
-    decay = None
+    from ..optim import named_parameter_groups
+
     try:
         from transformers import Trainer as HFTrainer
 
         decay = set(HFTrainer.get_decay_parameter_names(None, model))  # transformers' own rule (no self needed)
     except Exception:
-        from .optim import decay_parameter_names
-
-        decay = decay_parameter_names(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [[(n, p) for n, p in named if n in decay], [(n, p) for n, p in named if n not in decay]]
+        decay = None  # trainwright's rule, the same as transformers'
+    return list(named_parameter_groups(model, decay))
 
 
 def _place_optimizer_state(path: str, saved: dict, optimizer, model) -> tuple[dict, list[int]]:
@@ -228,11 +225,12 @@ def _set_hf_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def load_hf_checkpoint(checkpoint_dir, *, model=None, optimizer=None, lr_scheduler=None, scaler=None,
-                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model=None) -> dict:
+def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None,
+                       scaler: Any = None,
+                       restore_rng: bool = True, rank: int = 0, world_size: int = 1, param_model: Any = None) -> dict:
     """Verify and parse everything first, then restore into the objects given. Returns the same dict as
     ``checkpoint.load_checkpoint`` (``training_args`` and ``extra`` are empty: nothing pickled is read)."""
-    from .state import check_trainer_state
+    from ..state import check_trainer_state
 
     path = os.path.abspath(os.fspath(checkpoint_dir))
     if not is_hf_checkpoint(path):

@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from trainwright.errors import DataError
+from ..errors import DataError
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -91,7 +91,7 @@ def _predictions_by_id(predictions: list[dict]) -> dict[str, dict]:
 
 
 # ================================================================================================ squad (v1.1)
-def squad(predictions, references) -> dict[str, float]:
+def squad(predictions: Any, references: Any) -> dict[str, float]:
     predictions = _records(predictions, "predictions", ("id", "prediction_text"))
     references = _records(references, "references", ("id", "answers"))
     if not references:
@@ -117,7 +117,7 @@ def squad(predictions, references) -> dict[str, float]:
 
 
 # ================================================================================================ squad_v2
-def squad_v2(predictions, references, no_answer_threshold: float = 1.0) -> dict[str, float]:
+def squad_v2(predictions: Any, references: Any, no_answer_threshold: float = 1.0) -> dict[str, float]:
     predictions = _records(predictions, "predictions", ("id", "prediction_text", "no_answer_probability"))
     references = _records(references, "references", ("id", "answers"))
     if not references:

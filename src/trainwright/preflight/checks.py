@@ -1,47 +1,26 @@
-"""Pre-flight checks, run by ``Trainer.train()`` before the first optimizer step.
-
-Mistakes that transformers reports deep inside a forward pass (``IndexError: Target 5 is out of bounds``,
-``index out of range in self``, a CUDA device-side assert, ``Target size must be the same as input size``), or
-only after hours of training (at the first evaluation), are caught here and raised as trainwright errors whose
-message names the column or argument, what was wrong, and the fix.
-
-What is looked at, and what it costs:
-
-* the collator: a tokenizer without a pad token behind a padding collator (``ConfigError``);
-* the first batch of every dataset, collated exactly as the loop will collate it (the first
-  ``per_device_*_batch_size`` rows in dataset order): labels, token ids and sequence lengths;
-* for ``datasets.Dataset`` (Arrow), a vectorised scan of the whole label column and of every row's length, and
-  of the token ids of the first ``TOKEN_SCAN_ROWS`` rows (milliseconds for ~1M rows; nothing is decoded to Python);
-* when evaluation runs during training and ``compute_metrics`` or ``metric_for_best_model`` is set, a dry
-  evaluation on ONE batch of each eval set: ``compute_metrics`` must return numbers and produce
-  ``metric_for_best_model`` (``compute_metrics`` is therefore called once more than in transformers; see
-  ``eval_preflight.py``, which also says where it steps aside for a subclass);
-* a train dataloader that a subclass's ``get_train_dataloader`` made is checked only when it is a DataLoader
-  whose rows can be read by index (an iterable of batches, or an iterable dataset of the user's, is left alone).
-
-Nothing here changes the model, the optimizer, the RNG states or the data order: the RNGs are saved and restored
-around every collation and forward pass, so a run is bit-identical with or without the checks.
-Set ``TRAINWRIGHT_SKIP_PREFLIGHT=1`` to turn the checks off (e.g. to work around a false alarm; please report it).
+"""The pre-flight checks of the data: the collator (a pad token behind a padding collator), the first batch of every
+dataset collated as the loop will collate it (labels, token ids, sequence lengths), and vectorised scans of an Arrow
+dataset's label column, row lengths and token ids. What each check costs is in the package docstring. Nothing here
+changes the model, the optimizer, the RNG states or the data order: the RNGs are saved and restored around every
+collation and forward pass.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import logging
-import os
 import random
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from .data import input_checks
-from .data.batch_seeds import unwrap_dataset
-from .data.columns import LABEL_ALIASES, dataset_columns, is_iterable_dataset
-from .distributed import unwrap_model
-from .errors import ConfigError, DataError, ModelError, TrainwrightError
-from .optimizer_check import check_optimizer_parameters
+from ..data import input_checks
+from ..data.batch_seeds import unwrap_dataset
+from ..data.columns import LABEL_ALIASES, dataset_columns, is_iterable_dataset
+from ..errors import ConfigError, DataError, ModelError, TrainwrightError
 
 logger = logging.getLogger("trainwright")
 
@@ -52,48 +31,8 @@ _PADDING_COLLATORS = ("DataCollatorWithPadding", "DataCollatorForTokenClassifica
 _POSITION_MODULES = ("position_embeddings", "wpe", "embed_positions")
 
 
-# ================================================================================================ entry points
-def preflight(trainer, train_dataloader) -> None:
-    """All checks for ``trainer.train()``; raises a TrainwrightError before any optimizer step."""
-    if os.environ.get(SKIP_ENV, "").strip() in ("1", "true", "True", "yes"):
-        return
-    args = trainer.args
-    if args.save_strategy == "best" and args.eval_strategy == "no":
-        raise ConfigError("save_strategy='best' saves a checkpoint when an evaluation finds a new best "
-                          f"{args.metric_for_best_model!r}, but eval_strategy='no', so nothing would ever be saved: set "
-                          "eval_strategy='steps' (with eval_steps) or 'epoch', and pass an eval_dataset.")
-    model = unwrap_model(trainer.model)
-    input_checks.reset_warnings()
-    if _inspectable(trainer, train_dataloader):
-        check_collator(train_dataloader.collate_fn, trainer.processing_class, "train_dataset")
-        dataset = unwrap_dataset(train_dataloader.dataset)
-        check_arrow_dataset(model, dataset, "train_dataset", trainer.label_names)
-        input_checks.scan_row_list(dataset, "train_dataset", trainer.label_names)
-        batch = first_batch(train_dataloader, "train_dataset", trainer.label_names, model,
-                            takes_mapping=_own_loop(trainer))
-        check_batch(trainer, model, batch, "train_dataset", require_labels=True)
-    check_optimizer_parameters(trainer.optimizer, model, custom_loss=not _own_loop(trainer) or
-                               trainer.compute_loss_func is not None)
-    if trainer.eval_dataset is not None and (args.eval_strategy != "no" or args.eval_on_start
-                                             or args.load_best_model_at_end or args.save_strategy == "best"):
-        from .eval_preflight import check_eval
-        check_eval(trainer, dry_run=trainer.compute_metrics is not None or args.metric_for_best_model is not None)
-
-
-def _inspectable(trainer, train_dataloader) -> bool:
-    """Whether the train data can be checked without changing what the run sees: a DataLoader, and, when a
-    subclass's own get_train_dataloader made it, one whose rows can be read by index (reading an iterable
-    dataset of the user's could consume rows the run would then miss)."""
-    if not isinstance(train_dataloader, torch.utils.data.DataLoader):
-        return False  # any iterable of batches from a subclass's get_train_dataloader: nothing to look into
-    from .eval_preflight import overridden
-    if overridden(trainer, "get_train_dataloader") and is_iterable_dataset(train_dataloader.dataset):
-        return False
-    return True
-
-
 # ================================================================================================ collator
-def check_collator(collator, processing_class, where: str) -> None:
+def check_collator(collator: Any, processing_class: Any, where: str) -> None:
     inner = collator
     while hasattr(inner, "data_collator"):  # RemoveColumnsCollator and similar wrappers
         inner = inner.data_collator
@@ -112,7 +51,8 @@ def check_collator(collator, processing_class, where: str) -> None:
 
 
 # ================================================================================================ first batch
-def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: bool | None = None) -> dict:
+def first_batch(dataloader: Any, where: str, label_names: Any, model: Any = None,
+                takes_mapping: bool | None = None) -> dict:
     """The first ``batch_size`` rows in dataset order, collated by the dataloader's collate_fn, without touching
     the sampler, the workers or any RNG. ``takes_mapping``: the loop calls ``model(**batch)``, so the batch must be
     a dict of tensors (None: not checked)."""
@@ -127,7 +67,8 @@ def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: 
         else:
             n = len(dataset)
             if n == 0:
-                raise DataError(f"{where} is empty (0 rows). Check the split and any .filter()/.select() applied to it.")
+                raise DataError(f"{where} is empty (0 rows). Check the split and any .filter()/.select() applied "
+                                "to it.")
             rows = [dataset[i] for i in range(min(batch_size, n))]
         _check_row_labels(rows, where, label_names, model)
         input_checks.check_rows(rows, where, label_names, require_labels=where == "train_dataset")
@@ -145,10 +86,22 @@ def first_batch(dataloader, where: str, label_names, model=None, takes_mapping: 
     return dict(batch)
 
 
-def _own_loop(trainer) -> bool:
+def own_loop(trainer: Any) -> bool:
     """Whether the Trainer's own training_step and compute_loss run (they call model(**batch))."""
-    from .trainer import Trainer
-    return type(trainer).compute_loss is Trainer.compute_loss and type(trainer).training_step is Trainer.training_step
+    return not overridden(trainer, "compute_loss", "training_step")
+
+
+def overridden(trainer: Any, *names: str) -> list[str]:
+    """The methods among ``names`` that the trainer's class takes from user code (a subclass outside trainwright),
+    not from trainwright's own classes."""
+    found = []
+    for name in names:
+        for cls in type(trainer).__mro__:
+            if name in vars(cls):
+                if not cls.__module__.startswith("trainwright."):
+                    found.append(name)
+                break
+    return found
 
 
 def _check_row_labels(rows, where, label_names, model=None) -> None:
@@ -181,7 +134,7 @@ def _num_labels(model):
     return getattr(config, "num_labels", None) if config is not None else None
 
 
-def vocab_size(model) -> int | None:
+def vocab_size(model: Any) -> int | None:
     get = getattr(model, "get_input_embeddings", None)
     if callable(get):
         try:
@@ -195,7 +148,7 @@ def vocab_size(model) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def position_limit(model) -> tuple[int, str] | None:
+def position_limit(model: Any) -> tuple[int, str] | None:
     """(number of positions, module name) for models with learned absolute position embeddings; None for models
     with relative or rotary positions, which have no hard limit."""
     for name, module in model.named_modules():
@@ -227,7 +180,8 @@ def _string_label_message(where, column, examples, model=None) -> str:
         source = f"label2id = {{name: i for i, name in enumerate(sorted(set(ds[{column!r}])))}}"
     return (f"{where} column {column!r} holds strings{shown}, but the loss needs integer class ids and there is "
             f"no label mapping. Map them to ids first with {source}: "
-            f"ds = ds.map(lambda r: {{{column!r}: label2id[r[{column!r}]]}}) (or ds = ds.class_encode_column({column!r})), "
+            f"ds = ds.map(lambda r: {{{column!r}: label2id[r[{column!r}]]}}) "
+            f"(or ds = ds.class_encode_column({column!r})), "
             f"and load the model with num_labels=len(label2id), label2id=label2id, "
             f"id2label={{i: n for n, i in label2id.items()}}.")
 
@@ -256,7 +210,7 @@ def _row(labels: _Labels, value) -> str:
     return f" (row {i})" if i is not None else ""
 
 
-def check_labels(model, labels: _Labels, where: str, column: str) -> None:
+def check_labels(model: Any, labels: _Labels, where: str, column: str) -> None:
     task = _task(model)
     n = _num_labels(model)
     config = getattr(model, "config", None)
@@ -435,7 +389,7 @@ def _arrow_labels(dataset, column) -> _Labels | None:
     return _Labels(dtype, per_row, lo, hi, widths, nulls, locate)
 
 
-def check_arrow_dataset(model, dataset, where: str, label_names) -> None:
+def check_arrow_dataset(model: Any, dataset: Any, where: str, label_names: Any) -> None:
     """Vectorised scans of a datasets.Dataset: the whole label column, every row's length, and the token ids
     of the first TOKEN_SCAN_ROWS rows."""
     if not _is_arrow_dataset(dataset) or len(dataset) == 0:
@@ -495,7 +449,7 @@ def _raise_bad_token(model, where, column, bad, vocab, row=""):
 
 
 # ================================================================================================ batch checks
-def check_batch(trainer, model, batch: dict, where: str, *, require_labels: bool) -> None:
+def check_batch(trainer: Any, model: Any, batch: dict, where: str, *, require_labels: bool) -> None:
     if not batch:
         return
     label_names = list(trainer.label_names or ["labels"])
@@ -548,8 +502,7 @@ def check_batch(trainer, model, batch: dict, where: str, *, require_labels: bool
 def _needs_labels(trainer, model, label_names) -> bool:
     """A transformers model that takes the labels in forward() returns no loss without them; a user's own
     compute_loss / compute_loss_func or a plain nn.Module may compute one anyway, so those are not flagged."""
-    from .trainer import Trainer
-    if trainer.compute_loss_func is not None or type(trainer).compute_loss is not Trainer.compute_loss:
+    if trainer.compute_loss_func is not None or overridden(trainer, "compute_loss"):
         return False
     if not type(model).__module__.startswith("transformers."):
         return False
@@ -584,7 +537,7 @@ def _preserved_collator(collator):
 
 
 @contextlib.contextmanager
-def preserved_rng():
+def preserved_rng() -> Iterator[None]:
     """Restore the python, numpy and torch (CPU and initialised CUDA) RNG states afterwards."""
     py_state = random.getstate()
     np_state = np.random.get_state()

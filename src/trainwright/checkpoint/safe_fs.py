@@ -24,6 +24,7 @@ import re
 import shutil
 import stat
 import uuid
+from typing import Any
 
 logger = logging.getLogger("trainwright")
 
@@ -78,7 +79,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def write_atomic(path, data: bytes | str, *, what: str | None = None, degrade: bool = True,
+def write_atomic(path: Any, data: bytes | str, *, what: str | None = None, degrade: bool = True,
                  fsync: bool = True) -> bool:
     """Replace ``path`` with ``data`` atomically. Returns True when written, False when a disk error was degraded
     (one warning per ``what``; the previous file, if any, is unchanged). ``degrade=False`` raises instead."""
@@ -117,7 +118,7 @@ class AppendLog:
     of it, the file is cut back to where the line started, so the file holds whole lines only. A disk error is
     one warning (per file and run) and the line is dropped; later lines are tried again."""
 
-    def __init__(self, path, what: str | None = None):
+    def __init__(self, path: Any, what: str | None = None) -> None:
         self.path = os.fspath(path)
         self.what = what or os.path.basename(self.path)
         self._fd: int | None = None
@@ -162,7 +163,7 @@ class AppendLog:
                 self._fd = None
 
 
-def disk_errors_degrade(what: str):
+def disk_errors_degrade(what: str) -> Any:
     """Decorate a callback method: a full/failing disk inside it (also wrapped by the tracker's own exception)
     becomes one warning naming ``what``; training goes on. Other errors propagate unchanged."""
     def wrap(fn):
@@ -199,7 +200,7 @@ def _inside(root: str, rel: str) -> str | None:
     return os.path.join(current, parts[-1])
 
 
-def remove_in(root, rel: str) -> bool:
+def remove_in(root: Any, rel: str) -> bool:
     """Delete the file ``root/rel`` (a symlink there is removed itself, never its target). Returns False and
     deletes nothing when ``rel`` leaves ``root`` or passes through a symlink or a non-directory."""
     full = _inside(os.fspath(root), rel)
@@ -215,7 +216,7 @@ def remove_in(root, rel: str) -> bool:
     return True
 
 
-def remove_tree(path) -> None:
+def remove_tree(path: Any) -> None:
     """Delete a directory tree without following symlinks (a symlink is unlinked, its target untouched)."""
     path = os.fspath(path)
     try:
@@ -258,7 +259,7 @@ def non_regular(full: str) -> str | None:
     return None if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
 
 
-def regular_files(root: str, *, skip_dir=None, refuse=None) -> list[str]:
+def regular_files(root: str, *, skip_dir: Any = None, refuse: Any = None) -> list[str]:
     """Relative paths ('/'-separated) of the files under ``root``; a symlinked directory is not descended.
     ``skip_dir(name)`` leaves out sub-directories. Every entry that is not a regular file is passed to
     ``refuse(rel, kind)`` (which raises); with ``refuse=None`` such entries are skipped."""
@@ -277,7 +278,7 @@ def regular_files(root: str, *, skip_dir=None, refuse=None) -> list[str]:
     return out
 
 
-def open_regular(full: str, mode: str = "rb"):
+def open_regular(full: str, mode: str = "rb") -> Any:
     """Open a file for reading only if it is a regular file (O_NONBLOCK, then checked with fstat, so a FIFO
     swapped in after the check cannot block). Raises OSError(EINVAL) naming what it is otherwise."""
     fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -297,7 +298,7 @@ def open_regular(full: str, mode: str = "rb"):
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
-def safe_relpath(name, default: str = "run") -> str:
+def safe_relpath(name: Any, default: str = "run") -> str:
     """``name`` as a relative path that cannot leave the directory it is joined to: split at ``/`` and ``\\``,
     without empty, ``.`` and ``..`` parts (so without a root either), control characters as ``_``; ``default``
     if nothing is left. ``"group/run"`` stays ``group/run``; ``"../../x"`` -> ``x``; ``"/abs/p"`` -> ``abs/p``."""

@@ -1,0 +1,202 @@
+"""The Trainer's checkpoints: when and where it saves, what a checkpoint holds, the best model, rotation, resuming.
+
+A checkpoint holds the model, optimizer, scheduler, scaler and RNG states, ``trainer_state.json`` (transformers'
+``TrainerState``, with the stateful callbacks where transformers keeps them) and the run's stateful components, each
+with ``state_dict()`` / ``load_state_dict()`` (torchtitan's habit): ``loss`` (the running loss and the non-finite
+counters), ``throughput`` (the logging window) and ``data_order`` (world size and dataset fingerprint). A checkpoint
+of an earlier trainwright kept those in the manifest's untyped ``extra`` dict: it is read into the same components.
+
+The best-model bookkeeping: a new best metric found at a step that saves is only recorded once that checkpoint is
+complete (and dropped if the save fails), so ``best_model_checkpoint`` always names a saved model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..distributed import unwrap_model
+from ..errors import CheckpointError, ConfigError
+from ..state import TrainerState
+from . import resume
+from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, save_checkpoint
+from .format import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger("trainwright")
+
+
+def best_metric_key(args: Any) -> str:
+    """``metric_for_best_model`` as the key evaluation produces (``eval_`` prefixed; default ``eval_loss``)."""
+    name = args.metric_for_best_model or "loss"
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+class CheckpointManager:
+    """Saves and restores one Trainer's run (see the module docstring)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.data_order = resume.DataOrder(trainer)
+        self.pending_best: tuple | None = None  # (value, step): a new best waiting for its checkpoint
+        self.last_eval_was_best = False
+
+    def components(self) -> dict:
+        """The run's stateful components, by the name their state is saved under."""
+        t = self.trainer
+        return {"loss": t.loss_tracker, "throughput": t.throughput, "data_order": self.data_order}
+
+    # ------------------------------------------------------------------ saving
+    def save_if_due(self, metrics: dict | None) -> None:
+        """After a step's logging and evaluation: save when the control says so (with ``save_strategy="best"``:
+        when this evaluation found a new best)."""
+        t = self.trainer
+        if t.args.save_strategy == "best":
+            t.control.should_save = metrics is not None and self.last_eval_was_best
+        if t.control.should_save:
+            t._save_checkpoint(metrics)
+            t.control = t.callback_handler.on_save(t.args, t.state, t.control)
+
+    def save(self) -> None:
+        """``output_dir/checkpoint-<global_step>``, on every rank together (the write itself on the writing rank);
+        then rotation and, with ``push_to_hub``, a background push. A failed write is logged and retried at the next
+        save point, unless ``on_save_error="stop"``."""
+        t, args = self.trainer, self.trainer.args
+        path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{t.state.global_step}")
+        previous_best = (t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint)
+        if t.throughput is not None:
+            t.throughput.flush(t.state)  # collective like the save itself: the saved counts are global
+        self._settle_best(path)
+        t.state.stateful_callbacks = t.callback_states.state_dict()
+        # FSDP2: collective, the full state gathered on rank 0; otherwise the model and optimizer themselves
+        model_view, optimizer_view = t.dist.state_for_saving(t.model, None if args.save_only_model else t.optimizer)
+        saved = True
+        if t.dist.is_main_process or args.save_on_each_node:
+            saved = self._write(path, model_view, optimizer_view)
+        del model_view, optimizer_view
+        if not t.dist.all_true(saved):  # collective (the barrier): every rank learns whether the write worked
+            # the best-model bookkeeping changes only with a complete checkpoint
+            t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint = previous_best
+        elif args.push_to_hub:
+            t._push_from_checkpoint(path)  # hub.py: a background push, per hub_strategy
+
+    def _write(self, path: str, model_view, optimizer_view) -> bool:
+        t, args = self.trainer, self.trainer.args
+        try:
+            save_checkpoint(path, model=model_view, optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
+                            scaler=t.precision.scaler, trainer_state=t.state.to_dict(), training_args=args.to_dict(),
+                            processing_class=t.processing_class, save_only_model=args.save_only_model,
+                            states=self.components())
+        except CheckpointError as e:
+            if args.on_save_error == "stop":
+                raise
+            logger.error("Saving checkpoint %s failed: %s. Training goes on and the save is retried at the next save "
+                         "point (on_save_error='stop' stops instead).", path, str(e).rstrip("."))
+            return False
+        if args.save_total_limit is not None:
+            rotate_checkpoints(args.output_dir, args.save_total_limit, t.state.best_model_checkpoint)
+        return True
+
+    # ------------------------------------------------------------------ the best model
+    def _settle_best(self, path: str) -> None:
+        """A best found at this step is written into this checkpoint's state (undone if the write fails)."""
+        state = self.trainer.state
+        pending, self.pending_best = self.pending_best, None
+        if pending is not None and pending[1] == state.global_step:
+            state.best_metric, state.best_global_step = pending
+        if state.best_global_step == state.global_step:
+            state.best_model_checkpoint = path
+
+    def update_best(self, metrics: dict) -> bool:
+        """Records a new best metric. When a checkpoint is saved at this step, the new best is only pending: the
+        save makes it ``best_metric`` / ``best_global_step`` / ``best_model_checkpoint`` once the checkpoint is
+        complete, and drops it if the save fails. Without a save at this step it is recorded at once, as HF does.
+        Returns (and remembers, for ``save_strategy="best"``) whether it is a new best."""
+        self.last_eval_was_best = self._new_best(metrics)
+        return self.last_eval_was_best
+
+    def _new_best(self, metrics: dict) -> bool:
+        t, args = self.trainer, self.trainer.args
+        if args.metric_for_best_model is None:
+            return False
+        key = best_metric_key(args)
+        if key not in metrics:
+            produced = sorted(k[len("eval_"):] for k in metrics
+                              if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))
+            raise ConfigError(f"metric_for_best_model={args.metric_for_best_model!r}: evaluation produced no "
+                              f"{key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one of "
+                              f"these, or return it from compute_metrics.")
+        value = metrics[key]
+        stale = self.pending_best
+        if stale is not None and stale[1] != t.state.global_step:  # no save came for it: recorded as HF does
+            t.state.best_metric, t.state.best_global_step = stale
+            self.pending_best = None
+        best = t.state.best_metric
+        if best is None or (value > best if args.greater_is_better else value < best):
+            if t.control.should_save or args.save_strategy == "best":
+                self.pending_best = (value, t.state.global_step)
+            else:
+                t.state.best_metric, t.state.best_global_step = value, t.state.global_step
+            return True
+        return False
+
+    def load_best_model(self) -> None:
+        """At the end of training with ``load_best_model_at_end``: the best checkpoint's weights (every rank)."""
+        t = self.trainer
+        path = t.state.best_model_checkpoint
+        if path and os.path.isdir(path):
+            if t.dist.is_main_process:
+                logger.info("Loading the best model from %s (%s=%s).", path, best_metric_key(t.args),
+                            t.state.best_metric)
+            load_model_weights(path, t.dist.state_for_loading(t.model)[0])
+
+    def last_checkpoint_path(self) -> str | None:
+        try:
+            return latest_checkpoint(self.trainer.args.output_dir)
+        except Exception:
+            return None
+
+    # ------------------------------------------------------------------ resuming
+    def resume_target(self, resume_from_checkpoint: str | bool | None) -> tuple[str | None, bool]:
+        """(the checkpoint ``train(resume_from_checkpoint=...)`` resumes from or None, whether a corrupt one may
+        give way to an earlier one: with ``True``, the newest complete checkpoint of ``output_dir``)."""
+        args = self.trainer.args
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = args.resume_from_checkpoint
+        if resume_from_checkpoint is False:
+            return None, False
+        if resume_from_checkpoint is not True:
+            return resume_from_checkpoint, False
+        path = latest_checkpoint(args.output_dir)
+        if path is None:
+            raise CheckpointError(f"resume_from_checkpoint=True but {args.output_dir!r} holds no complete "
+                                  "checkpoint-<step> directory. Train from scratch (drop the argument) or point "
+                                  "resume_from_checkpoint at a checkpoint directory.")
+        return path, True
+
+    def resume(self, path: str, max_steps: int, fall_back: bool = False) -> str:
+        """Restore everything from ``path`` (trainwright's format, an earlier trainwright's, or transformers.Trainer's,
+        see :mod:`.resume`) into the model, optimizer, scheduler, scaler, RNGs, state, callbacks and components;
+        returns the path used: with ``fall_back`` a corrupt checkpoint gives way to an earlier one."""
+        t = self.trainer
+        model_view, optimizer_view = t.dist.state_for_loading(t.model, t.optimizer)  # FSDP2: every rank loads
+        components = self.components()
+        loaded = resume.load_for_resume(path, output_dir=t.args.output_dir, fall_back=fall_back, model=model_view,
+                                        optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
+                                        scaler=t.precision.scaler, rank=t.dist.rank, world_size=t.dist.world_size,
+                                        param_model=unwrap_model(t.model), states=components)
+        path = loaded["path"]
+        if not loaded.get("states"):  # written before the components existed: the old extra dict
+            step = (loaded.get("trainer_state") or {}).get("global_step", 0)
+            for name, state in resume.legacy_states(loaded.get("extra") or {}, step).items():
+                components[name].load_state_dict(state)
+        problems = resume.resume_problems(loaded, t, self.data_order.saved)  # arguments, seeds, the dataset
+        if problems and not t.args.ignore_data_skip:
+            raise resume.refuse(path, problems)
+        resume.check_steps(loaded, max_steps)
+        state = TrainerState.from_dict(loaded["trainer_state"])
+        state.max_steps = max_steps
+        state.is_world_process_zero = t.dist.is_main_process
+        state.is_local_process_zero = t.dist.local_rank == 0
+        t.state = state
+        t.callback_states.load_state_dict(state.stateful_callbacks)
+        return path
