@@ -296,7 +296,8 @@ def test_report_to_all_builds_transformers_available_integrations(tmp_path, toke
     names = get_available_reporting_integrations()
     assert {"tensorboard", "mlflow", "wandb"} <= set(names)
     trackers = [cb for cb in trainer.callback_handler.callbacks
-                if type(cb).__module__.startswith("trainwright.loggers.") and type(cb).__name__ != "MetricsJsonlCallback"]
+                if type(cb).__module__.startswith("trainwright.loggers.")
+                and type(cb).__name__ != "MetricsJsonlCallback"]
     assert [type(cb).__name__ for cb in trackers] == [INTEGRATION_TO_CALLBACK[n].__name__ for n in names]
     assert all(isinstance(cb, INTEGRATION_TO_CALLBACK[n]) for cb, n in zip(trackers, names))
     # transformers' class finds trainwright's subclass
