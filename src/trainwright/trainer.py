@@ -209,7 +209,8 @@ class Trainer(HubMixin):
                                       "is unknown: set max_steps=<number of optimizer steps> in TrainingArguments.")
             else:
                 self.train_dataset, _ = prepare_columns(self.train_dataset, unwrap_model(self.model),
-                                                        self.label_names, False, "train_dataset")
+                                                        self.label_names, False, "train_dataset",
+                                                        rename_label=not self._user_collator)
         check_not_column_dict(self.eval_dataset, "eval_dataset")
         eval_sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval": self.eval_dataset}
         for name, ds in eval_sets.items():
@@ -228,7 +229,8 @@ class Trainer(HubMixin):
                 self._dropped_logged.add(key)
                 logger.info("The following columns in %s are not used by %s.forward and were removed: %s",
                             description, type(model).__name__, ", ".join(dropped))
-        dataset, keep = prepare_columns(dataset, model, self.label_names, self.args.remove_unused_columns, description)
+        dataset, keep = prepare_columns(dataset, model, self.label_names, self.args.remove_unused_columns, description,
+                                        rename_label=not self._user_collator)
         collator = RemoveColumnsCollator(self.data_collator, keep) if keep else self.data_collator
         return dataset, collator
 
@@ -956,9 +958,15 @@ class Trainer(HubMixin):
         if key not in metrics:
             produced = sorted(k[len("eval_"):] for k in metrics
                               if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))
-            raise ConfigError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation produced no "
-                              f"{key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one of "
-                              f"these, or return it from compute_metrics.")
+            rank = self.args.process_index if self.args.world_size > 1 else None
+            raise ConfigError(
+                f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation produced no {key!r}"
+                + (f" on process {rank} of {self.args.world_size}" if rank is not None else "")
+                + (f". It produces: {', '.join(produced)}. Set metric_for_best_model to one of these, or return it "
+                   f"from compute_metrics." if produced else ", only its runtime. Return it from compute_metrics.")
+                + (" Every process needs it to choose the best checkpoint: an evaluate() that computes metrics on "
+                   "the main process only (e.g. under `if self.args.should_save:`) must compute them on every "
+                   "process (transformers fails there too)." if rank is not None else ""))
         value = metrics[key]
         stale = getattr(self, "_pending_best", None)
         if stale is not None and stale[1] != self.state.global_step:  # no save came for it: recorded as HF does
