@@ -270,3 +270,26 @@ def test_one_element_list_labels_train_like_scalar_labels(tmp_path, tokenizer, m
         return trainer.model
 
     assert _same_weights(run(listed, tmp_path / "list"), run(scalar, tmp_path / "scalar"))
+
+
+# ====================================================================== j. total_flos
+def test_total_flos_is_counted_as_transformers_counts_it(tmp_path, tokenizer, make_tiny_model):
+    """total_flos (train metrics, trainer_state.json) = 6 x input positions (padding included) x the parameters
+    without the embeddings, as transformers.Trainer sums PreTrainedModel.floating_point_ops. Before: all parameters
+    and the non-padding tokens (40x transformers' figure for a tiny GPT-2 with a 30k vocabulary)."""
+    import transformers
+    from conftest import sst2_dataset
+    data = sst2_dataset("train", 24).map(
+        lambda b: tokenizer(b["sentence"], padding="max_length", truncation=True, max_length=32), batched=True,
+        remove_columns=["sentence"])
+    args = dict(per_device_train_batch_size=8, max_steps=3, save_strategy="no", report_to="none",
+                disable_tqdm=True, use_cpu=True)
+    ours = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path / "tw"), write_report=False, **args),
+                   train_dataset=data)
+    ours.train()
+    theirs = transformers.Trainer(make_tiny_model(), transformers.TrainingArguments(str(tmp_path / "hf"), **args),
+                                  train_dataset=data)
+    theirs.train()
+    model = make_tiny_model()
+    expected = 6 * model.num_parameters(exclude_embeddings=True) * 3 * 8 * 32
+    assert ours.state.total_flos == theirs.state.total_flos == expected

@@ -1270,8 +1270,15 @@ class _Throughput:
         self.last_time = time.time()
         self.samples = 0  # global, since the last read (after a flush)
         self.tokens = 0
-        self.pending = [0, 0]  # this rank's rows and tokens not yet flushed into the state
+        self.pending = [0, 0, 0]  # this rank's rows, tokens and padded input positions not yet flushed
         self.n_params = sum(p.numel() for p in model.parameters())
+        # total_flos as transformers counts it (PreTrainedModel.floating_point_ops): 6 x the main input's
+        # positions, padding included, x the parameters without the embeddings
+        self.main_input = getattr(model, "main_input_name", "input_ids")
+        try:
+            self.flos_params = int(model.num_parameters(exclude_embeddings=True))
+        except Exception:
+            self.flos_params = self.n_params
         self.peak = None
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
@@ -1287,20 +1294,22 @@ class _Throughput:
             tokens = batch["input_ids"].numel()
         else:
             tokens = 0
+        main = batch.get(self.main_input)
         self.pending[0] += n
         self.pending[1] += tokens
+        self.pending[2] += main.numel() if isinstance(main, torch.Tensor) else 0  # shape only: no sync
 
     def flush(self):
-        n, tokens = self.pending
+        n, tokens, positions = self.pending
         if self.dist is not None and self.dist.enabled:  # one small all-reduce (CPU ints on gloo/NCCL device)
-            t = torch.tensor([n, tokens], dtype=torch.float64, device=self.dist.device)
-            n, tokens = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
-        self.pending = [0, 0]
+            t = torch.tensor([n, tokens, positions], dtype=torch.float64, device=self.dist.device)
+            n, tokens, positions = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
+        self.pending = [0, 0, 0]
         self.samples += n
         self.tokens += tokens
         self.state.samples_seen += n
         self.state.num_input_tokens_seen += tokens
-        self.state.total_flos += 6.0 * self.n_params * tokens
+        self.state.total_flos += 6.0 * self.flos_params * positions
 
     def read(self) -> dict:
         self.flush()
