@@ -293,3 +293,24 @@ def test_total_flos_is_counted_as_transformers_counts_it(tmp_path, tokenizer, ma
     model = make_tiny_model()
     expected = 6 * model.num_parameters(exclude_embeddings=True) * 3 * 8 * 32
     assert ours.state.total_flos == theirs.state.total_flos == expected
+
+
+# ====================================================================== k. compute_loss_func in evaluation
+def test_compute_loss_func_gets_the_label_count_in_evaluation(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """As transformers 5.x, evaluate() passes compute_loss_func the batch's label count, so a sum-style loss
+    (``total / num_items_in_batch``, no None branch: TRL-style) works there too. Before: None, and the division
+    failed (TypeError) in evaluate()."""
+    seen = []
+
+    def summed_ce(outputs, labels, num_items_in_batch):
+        seen.append(num_items_in_batch)
+        return torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+    _, dev = sst2_small
+    dev = dev.select(range(20))
+    args = _args(tmp_path, per_device_eval_batch_size=8)
+    with_func = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer,
+                        compute_loss_func=summed_ce).evaluate()["eval_loss"]
+    plain = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer).evaluate()["eval_loss"]
+    assert with_func == pytest.approx(plain, rel=1e-5)  # sum / rows == the model's mean loss
+    assert sorted(seen) == sorted(int(n) for n in seen) and sum(seen) == 20  # every row counted once

@@ -158,9 +158,9 @@ class Trainer(HubMixin):
 
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
         default_callbacks = [DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(args.report_to)
-        default_callbacks.append(PrinterCallback if args.disable_tqdm else ProgressCallback)
         default_callbacks += neftune_callbacks(args)  # NEFTune noise while training (neftune.py)
-        self.callback_handler = CallbackHandler(default_callbacks + list(callbacks or []), self.model,
+        progress = PrinterCallback if args.disable_tqdm else ProgressCallback  # last, after the script's, as HF
+        self.callback_handler = CallbackHandler(default_callbacks + list(callbacks or []) + [progress], self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
                                   is_world_process_zero=self.dist.is_main_process)
@@ -912,6 +912,13 @@ class Trainer(HubMixin):
                         ignore_keys: list[str] | None = None):
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
         self._has_labels_seen = getattr(self, "_has_labels_seen", False) or has_labels
+        loss_kwargs = {}
+        if has_labels and self.compute_loss_func is not None and \
+                (type(self).compute_loss is Trainer.compute_loss or takes_num_items(type(self).compute_loss)):
+            # as transformers 5.x: a compute_loss_func gets this batch's label count in evaluation too (counted
+            # on the host before the batch moves: no device sync)
+            loss_kwargs["num_items_in_batch"] = count_items(inputs, self.label_names,
+                                                            shifts_labels(unwrap_model(model)))
         inputs = self._prepare_inputs(inputs)
         if ignore_keys is None:
             config = getattr(unwrap_model(self.model), "config", None)
@@ -922,7 +929,7 @@ class Trainer(HubMixin):
             labels = labels[0] if len(labels) == 1 else labels
         with torch.no_grad(), self.precision.autocast(evaluating=True):
             if has_labels:
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True, **loss_kwargs)
                 loss = loss.detach().mean()
                 if isinstance(outputs, Mapping):
                     logits = tuple(v for k, v in outputs.items() if k not in ignore_keys + ["loss"])
