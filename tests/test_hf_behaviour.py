@@ -314,3 +314,50 @@ def test_compute_loss_func_gets_the_label_count_in_evaluation(tmp_path, tokenize
     plain = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer).evaluate()["eval_loss"]
     assert with_func == pytest.approx(plain, rel=1e-5)  # sum / rows == the model's mean loss
     assert sorted(seen) == sorted(int(n) for n in seen) and sum(seen) == 20  # every row counted once
+
+
+# ====================================================================== l. persistent eval workers, label_smoother
+def test_persistent_workers_keep_the_eval_loader(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """dataloader_persistent_workers=True: the Trainer's eval set (or a named one) keeps its loader, so its workers
+    live from one evaluate() to the next, as in transformers. Before: a new loader (new workers) every call."""
+    _, dev = sst2_small
+    dev = dev.select(range(16))
+    other = dev.select(range(8))
+    args = _args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True)
+    trainer = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer)
+    first = trainer.get_eval_dataloader()
+    assert trainer.get_eval_dataloader() is first and trainer.get_eval_dataloader(dev) is first
+    assert trainer.get_eval_dataloader(other) is not first  # another dataset: its own loader
+    a, b = trainer.evaluate()["eval_loss"], trainer.evaluate()["eval_loss"]
+    assert a == b and trainer.get_eval_dataloader() is first
+    named = Trainer(make_tiny_model(), args, eval_dataset={"x": dev, "y": other}, processing_class=tokenizer)
+    assert named.get_eval_dataloader("x") is named.get_eval_dataloader("x")
+    assert named.get_eval_dataloader("x") is not named.get_eval_dataloader("y")
+    plain = Trainer(make_tiny_model(), _args(tmp_path, dataloader_num_workers=1), eval_dataset=dev,
+                    processing_class=tokenizer)
+    assert plain.get_eval_dataloader() is not plain.get_eval_dataloader()  # without persistent workers: new ones
+
+
+def test_label_smoother_attribute_as_transformers(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """``trainer.label_smoother`` (read by subclasses that copy transformers' compute_loss): transformers'
+    LabelSmoother while smoothing is on, None otherwise; setting it to None turns smoothing off. Before: no such
+    attribute (AttributeError)."""
+    from transformers.trainer_pt_utils import LabelSmoother
+    train, _ = sst2_small
+    smoothed = Trainer(make_tiny_model(), _args(tmp_path, label_smoothing_factor=0.1), train_dataset=train,
+                       processing_class=tokenizer)
+    assert isinstance(smoothed.label_smoother, LabelSmoother) and smoothed.label_smoother.epsilon == 0.1
+    assert Trainer(make_tiny_model(), _args(tmp_path), processing_class=tokenizer).label_smoother is None
+
+    class CopiedComputeLoss(Trainer):  # the label-smoothing branch of transformers' compute_loss, as scripts copy it
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels") if self.label_smoother is not None and "labels" in inputs else None
+            outputs = model(**inputs)
+            loss = self.label_smoother(outputs, labels) if labels is not None else outputs["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+    copied = CopiedComputeLoss(make_tiny_model(), _args(tmp_path / "c", label_smoothing_factor=0.1),
+                               train_dataset=train, processing_class=tokenizer)
+    assert copied.train().training_loss > 0
+    copied.label_smoother = None
+    assert copied.label_smoother is None and copied._label_smoothing_factor == 0.0
