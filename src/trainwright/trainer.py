@@ -47,13 +47,14 @@ from .precision import Precision
 from .run_lock import holds_output_dir_lock
 from .signals import SignalHandlers, restores_signal_handlers
 from .state import TrainerState
+from .trainer_methods import TrainerMethodsMixin, metrics_format
 
 logger = logging.getLogger("trainwright")
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12}
 
 
-class Trainer(HubMixin):
+class Trainer(HubMixin, TrainerMethodsMixin):
     # evaluate/predict run batches sorted by length and return outputs in dataset order (set False to run
     # them in dataset order, e.g. for a collator whose output rows are not one per input row)
     eval_sort_by_length = True
@@ -1267,9 +1268,11 @@ class Trainer(HubMixin):
         if not self.is_world_process_zero():
             return
         print(f"***** {split} metrics *****")
-        width = max((len(k) for k in metrics), default=0)
-        for key in sorted(metrics):
-            print(f"  {key:<{width}} = {metrics[key]}")
+        formatted = metrics_format(metrics)  # as transformers: 0:00:02.42, 12GF, 0.6931
+        width = max((len(str(k)) for k in formatted), default=0)
+        value_width = max((len(str(v)) for v in formatted.values()), default=0)
+        for key in sorted(formatted):
+            print(f"  {key:<{width}} = {formatted[key]:>{value_width}}")
 
     def save_metrics(self, split: str, metrics: dict, combined: bool = True):
         import json
