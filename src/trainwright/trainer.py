@@ -307,24 +307,8 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                            generator=generator, **self._dataloader_kwargs())
 
-    def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
-        # dataloader_persistent_workers: the Trainer's own eval set (or a named one) keeps its loader, and so its
-        # workers, from one evaluation to the next (as transformers; a new dataset gets a new loader)
-        key = eval_dataset if isinstance(eval_dataset, str) else \
-            "eval" if eval_dataset is None or eval_dataset is self.eval_dataset else None
-        keep = key is not None and self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0
-        if keep:
-            target = self.eval_dataset.get(key) if isinstance(eval_dataset, str) and isinstance(
-                self.eval_dataset, dict) else self.eval_dataset
-            cached = getattr(self, "_eval_dataloaders", {}).get(key)
-            if cached is not None and cached[0] is target:
-                return cached[1]
-            loader = self._get_eval_dataloader(eval_dataset)
-            self._eval_dataloaders = {**getattr(self, "_eval_dataloaders", {}), key: (target, loader)}
-            return loader
-        return self._get_eval_dataloader(eval_dataset)
-
     def _get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        """get_eval_dataloader without the persistent-workers cache (trainer_methods.py)."""
         if isinstance(eval_dataset, str):  # as HF: a name of a dict eval_dataset
             if not isinstance(self.eval_dataset, dict) or eval_dataset not in self.eval_dataset:
                 names = sorted(self.eval_dataset) if isinstance(self.eval_dataset, dict) else []
@@ -691,23 +675,6 @@ class Trainer(HubMixin, TrainerMethodsMixin):
                 items = count_items({**inputs, "labels": labels} if labels is not None else inputs, self.label_names, shift)
             loss = weighted(loss, outputs, items, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
-
-    @property
-    def label_smoother(self):
-        """transformers' attribute: a ``LabelSmoother`` while label smoothing is on, else None (subclasses that copy
-        transformers' compute_loss read it). Setting it to None turns smoothing off; to a smoother, uses its
-        epsilon."""
-        factor = self._label_smoothing_factor
-        if not factor:
-            return None
-        if getattr(self, "_label_smoother", None) is None or self._label_smoother.epsilon != factor:
-            from transformers.trainer_pt_utils import LabelSmoother
-            self._label_smoother = LabelSmoother(epsilon=factor)
-        return self._label_smoother
-
-    @label_smoother.setter
-    def label_smoother(self, smoother):
-        self._label_smoothing_factor = float(getattr(smoother, "epsilon", 0.0) or 0.0) if smoother is not None else 0.0
 
     def _prepare_inputs(self, inputs: dict) -> dict:
         non_blocking = self.device.type == "cuda"

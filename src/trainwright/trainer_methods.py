@@ -57,6 +57,40 @@ class TrainerMethodsMixin:
         model = unwrap_model(self.model)
         return model.floating_point_ops(inputs) if hasattr(model, "floating_point_ops") else 0
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The evaluation DataLoader (``eval_dataset``: a dataset, a name of a dict eval_dataset, or None). With
+        ``dataloader_persistent_workers`` the Trainer's own eval set (or a named one) keeps its loader, and so its
+        workers, from one evaluation to the next, as in transformers; another dataset gets a new loader."""
+        key = eval_dataset if isinstance(eval_dataset, str) else \
+            "eval" if eval_dataset is None or eval_dataset is self.eval_dataset else None
+        if key is None or not self.args.dataloader_persistent_workers or self.args.dataloader_num_workers <= 0:
+            return self._get_eval_dataloader(eval_dataset)
+        named = isinstance(eval_dataset, str) and isinstance(self.eval_dataset, dict)
+        target = self.eval_dataset.get(key) if named else self.eval_dataset
+        cached = getattr(self, "_eval_dataloaders", {}).get(key)
+        if cached is not None and cached[0] is target:
+            return cached[1]
+        loader = self._get_eval_dataloader(eval_dataset)
+        self._eval_dataloaders = {**getattr(self, "_eval_dataloaders", {}), key: (target, loader)}
+        return loader
+
+    @property
+    def label_smoother(self):
+        """transformers' attribute: a ``LabelSmoother`` while label smoothing is on, else None (subclasses that copy
+        transformers' compute_loss read it). Setting it to None turns smoothing off; to a smoother, uses its
+        epsilon."""
+        factor = self._label_smoothing_factor
+        if not factor:
+            return None
+        if getattr(self, "_label_smoother", None) is None or self._label_smoother.epsilon != factor:
+            from transformers.trainer_pt_utils import LabelSmoother
+            self._label_smoother = LabelSmoother(epsilon=factor)
+        return self._label_smoother
+
+    @label_smoother.setter
+    def label_smoother(self, smoother):
+        self._label_smoothing_factor = float(getattr(smoother, "epsilon", 0.0) or 0.0) if smoother is not None else 0.0
+
     def metrics_format(self, metrics: dict) -> dict:
         return metrics_format(metrics)
 
