@@ -220,3 +220,16 @@ def test_several_stateful_callbacks_of_one_class(tmp_path, tokenizer, make_tiny_
     restored = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)]
     assert [(cb.early_stopping_patience, cb.early_stopping_threshold) for cb in restored] == [(100, 0.0), (50, 0.5)]
     assert [cb.early_stopping_patience_counter for cb in restored] == [2, 2]
+
+
+def test_the_progress_callback_comes_after_the_scripts_callbacks(tmp_path, tokenizer, make_tiny_model):
+    """As transformers: the default and reporting callbacks, then the script's, then the progress bar (or printer),
+    so a script's on_log runs before the log is shown, and callbacks[-2] is the script's last callback (transformers'
+    own tests index it so). Before: the progress callback came before the script's callbacks."""
+    rec = Recorder()
+    for disable_tqdm, progress in ((True, PrinterCallback), (False, ProgressCallback)):
+        t = Trainer(make_tiny_model(), _args(tmp_path, disable_tqdm=disable_tqdm), processing_class=tokenizer,
+                    callbacks=[ReadEvalMetrics, rec])
+        callbacks = t.callback_handler.callbacks
+        assert type(callbacks[-1]) is progress and callbacks[-2] is rec
+        assert type(callbacks[-3]).__name__ == "ReadEvalMetrics"

@@ -128,3 +128,65 @@ def test_torchrun_script_saving_on_rank_0_only(tmp_path):
     from transformers import BertForSequenceClassification
     model = BertForSequenceClassification.from_pretrained(str(out / "fsdp_model"))
     assert json.loads((out / "done.json").read_text())["world_size"] == 2 and model.config.num_labels == 2
+
+
+# ====================================================================== transformers' helper methods
+def test_log_metrics_prints_as_transformers(tmp_path, tokenizer, make_tiny_model, capsys):
+    """log_metrics / metrics_format give transformers' text (runtimes h:mm:ss.cc, total_flos in GF, 4 decimals).
+    Before: raw floats (total_flos = 142280408304.0)."""
+    from transformers.trainer_pt_utils import log_metrics as hf_log_metrics
+    from transformers.trainer_pt_utils import metrics_format as hf_metrics_format
+    trainer = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path), report_to="none"), processing_class=tokenizer)
+    metrics = {"train_runtime": 14.9162, "total_flos": 142280408304.0, "train_loss": 0.690146493911743,
+               "train_samples": 64, "epoch": 1.25, "train_mem_cpu_alloc_delta": 3 << 20}
+    assert trainer.metrics_format(metrics) == hf_metrics_format(metrics)
+    trainer.log_metrics("train", metrics)
+    ours = capsys.readouterr().out
+    hf_log_metrics(trainer, "train", metrics)  # transformers' function, run on this trainer
+    assert ours == capsys.readouterr().out
+    assert "train_runtime             = 0:00:14.91" in ours and "total_flos                =      132GF" in ours
+
+
+def test_methods_that_subclasses_copy_from_transformers(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """A training_step that uses compute_loss_context_manager and a create_optimizer built from
+    get_decay_parameter_names / get_optimizer_cls_and_kwargs (as transformers' own code, which subclasses copy)
+    train as the defaults do. Before: AttributeError on each of them."""
+    train, _ = sst2_small
+    train = train.select(range(32))
+
+    class Copied(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            model.train()
+            inputs = self._prepare_inputs(inputs)
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            loss.backward()
+            return loss.detach()
+
+        def create_optimizer(self):
+            decay = self.get_decay_parameter_names(self.model)
+            groups = [
+                {"params": [p for n, p in self.model.named_parameters() if n in decay and p.requires_grad],
+                 "weight_decay": self.args.weight_decay},
+                {"params": [p for n, p in self.model.named_parameters() if n not in decay and p.requires_grad],
+                 "weight_decay": 0.0},
+            ]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            return self.optimizer
+
+    def args(name):
+        return TrainingArguments(str(tmp_path / name), max_steps=2, learning_rate=1e-3, weight_decay=0.01,
+                                 per_device_train_batch_size=8, train_sampling_strategy="random", report_to="none",
+                                 disable_tqdm=True, save_strategy="no", write_report=False, use_cpu=True)
+    copied = Copied(make_tiny_model(), args("copied"), train_dataset=train, processing_class=tokenizer)
+    plain = Trainer(make_tiny_model(), args("plain"), train_dataset=train, processing_class=tokenizer)
+    copied.train()
+    plain.train()
+    assert [(type(o), [len(g["params"]) for g in o.param_groups]) for o in (copied.optimizer, plain.optimizer)] \
+        == [(type(plain.optimizer), [len(g["params"]) for g in plain.optimizer.param_groups])] * 2
+    assert "classifier.bias" not in copied.get_decay_parameter_names(copied.model)
+    for a, b in zip(copied.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b)  # the same updates as the Trainer's own step and optimizer
+    with pytest.raises(ConfigError, match="hyperparameter_search.*not implemented"):
+        plain.hyperparameter_search(n_trials=2)

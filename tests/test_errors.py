@@ -424,7 +424,7 @@ def _collator_returns_a_list(c):
 def _collator_returns_lists_not_tensors(c):
     def no_tensors(rows):
         return {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
-    c.build(train=c.data([0, 1] * 4), data_collator=no_tensors)
+    c.build(train=c.data([0, 1] * 4, column="labels"), data_collator=no_tensors)
     c.train_raises(DataError, "The data collator (no_tensors) returned train_dataset column 'input_ids' as a list, "
                    "not a torch.Tensor", "return_tensors='pt'")
 
@@ -678,5 +678,6 @@ def test_tuple_batches_train_with_an_overridden_compute_loss(tmp_path, tokenizer
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in rows])
         return ids, torch.tensor([r["labels"] for r in rows])
-    trainer = TupleLoss(c.make_model(), c.args(), train_dataset=c.data([0, 1] * 4), data_collator=collate)
+    trainer = TupleLoss(c.make_model(), c.args(), train_dataset=c.data([0, 1] * 4, column="labels"),
+                        data_collator=collate)
     assert trainer.train().global_step == 2

@@ -271,3 +271,95 @@ def test_one_element_list_labels_train_like_scalar_labels(tmp_path, tokenizer, m
         return trainer.model
 
     assert _same_weights(run(listed, tmp_path / "list"), run(scalar, tmp_path / "scalar"))
+
+
+# ====================================================================== j. total_flos
+def test_total_flos_is_counted_as_transformers_counts_it(tmp_path, tokenizer, make_tiny_model):
+    """total_flos (train metrics, trainer_state.json) = 6 x input positions (padding included) x the parameters
+    without the embeddings, as transformers.Trainer sums PreTrainedModel.floating_point_ops. Before: all parameters
+    and the non-padding tokens (40x transformers' figure for a tiny GPT-2 with a 30k vocabulary)."""
+    import transformers
+
+    from conftest import sst2_dataset
+    data = sst2_dataset("train", 24).map(
+        lambda b: tokenizer(b["sentence"], padding="max_length", truncation=True, max_length=32), batched=True,
+        remove_columns=["sentence"])
+    args = dict(per_device_train_batch_size=8, max_steps=3, save_strategy="no", report_to="none",
+                disable_tqdm=True, use_cpu=True)
+    ours = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path / "tw"), write_report=False, **args),
+                   train_dataset=data)
+    ours.train()
+    theirs = transformers.Trainer(make_tiny_model(), transformers.TrainingArguments(str(tmp_path / "hf"), **args),
+                                  train_dataset=data)
+    theirs.train()
+    model = make_tiny_model()
+    expected = 6 * model.num_parameters(exclude_embeddings=True) * 3 * 8 * 32
+    assert ours.state.total_flos == theirs.state.total_flos == expected
+
+
+# ====================================================================== k. compute_loss_func in evaluation
+def test_compute_loss_func_gets_the_label_count_in_evaluation(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """As transformers 5.x, evaluate() passes compute_loss_func the batch's label count, so a sum-style loss
+    (``total / num_items_in_batch``, no None branch: TRL-style) works there too. Before: None, and the division
+    failed (TypeError) in evaluate()."""
+    seen = []
+
+    def summed_ce(outputs, labels, num_items_in_batch):
+        seen.append(num_items_in_batch)
+        return torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+    _, dev = sst2_small
+    dev = dev.select(range(20))
+    args = _args(tmp_path, per_device_eval_batch_size=8)
+    with_func = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer,
+                        compute_loss_func=summed_ce).evaluate()["eval_loss"]
+    plain = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer).evaluate()["eval_loss"]
+    assert with_func == pytest.approx(plain, rel=1e-5)  # sum / rows == the model's mean loss
+    assert sorted(seen) == sorted(int(n) for n in seen) and sum(seen) == 20  # every row counted once
+
+
+# ====================================================================== l. persistent eval workers, label_smoother
+def test_persistent_workers_keep_the_eval_loader(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """dataloader_persistent_workers=True: the Trainer's eval set (or a named one) keeps its loader, so its workers
+    live from one evaluate() to the next, as in transformers. Before: a new loader (new workers) every call."""
+    _, dev = sst2_small
+    dev = dev.select(range(16))
+    other = dev.select(range(8))
+    args = _args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True)
+    trainer = Trainer(make_tiny_model(), args, eval_dataset=dev, processing_class=tokenizer)
+    first = trainer.get_eval_dataloader()
+    assert trainer.get_eval_dataloader() is first and trainer.get_eval_dataloader(dev) is first
+    assert trainer.get_eval_dataloader(other) is not first  # another dataset: its own loader
+    a, b = trainer.evaluate()["eval_loss"], trainer.evaluate()["eval_loss"]
+    assert a == b and trainer.get_eval_dataloader() is first
+    named = Trainer(make_tiny_model(), args, eval_dataset={"x": dev, "y": other}, processing_class=tokenizer)
+    assert named.get_eval_dataloader("x") is named.get_eval_dataloader("x")
+    assert named.get_eval_dataloader("x") is not named.get_eval_dataloader("y")
+    plain = Trainer(make_tiny_model(), _args(tmp_path, dataloader_num_workers=1), eval_dataset=dev,
+                    processing_class=tokenizer)
+    assert plain.get_eval_dataloader() is not plain.get_eval_dataloader()  # without persistent workers: new ones
+
+
+def test_label_smoother_attribute_as_transformers(tmp_path, tokenizer, make_tiny_model, sst2_small):
+    """``trainer.label_smoother`` (read by subclasses that copy transformers' compute_loss): transformers'
+    LabelSmoother while smoothing is on, None otherwise; setting it to None turns smoothing off. Before: no such
+    attribute (AttributeError)."""
+    from transformers.trainer_pt_utils import LabelSmoother
+    train, _ = sst2_small
+    smoothed = Trainer(make_tiny_model(), _args(tmp_path, label_smoothing_factor=0.1), train_dataset=train,
+                       processing_class=tokenizer)
+    assert isinstance(smoothed.label_smoother, LabelSmoother) and smoothed.label_smoother.epsilon == 0.1
+    assert Trainer(make_tiny_model(), _args(tmp_path), processing_class=tokenizer).label_smoother is None
+
+    class CopiedComputeLoss(Trainer):  # the label-smoothing branch of transformers' compute_loss, as scripts copy it
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels") if self.label_smoother is not None and "labels" in inputs else None
+            outputs = model(**inputs)
+            loss = self.label_smoother(outputs, labels) if labels is not None else outputs["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+    copied = CopiedComputeLoss(make_tiny_model(), _args(tmp_path / "c", label_smoothing_factor=0.1),
+                               train_dataset=train, processing_class=tokenizer)
+    assert copied.train().training_loss > 0
+    copied.label_smoother = None
+    assert copied.label_smoother is None and copied._label_smoothing_factor == 0.0

@@ -55,7 +55,8 @@ def check_datasets(trainer: Any) -> None:
                                   "is unknown: set max_steps=<number of optimizer steps> in TrainingArguments.")
         else:
             trainer.train_dataset, _ = prepare_columns(trainer.train_dataset, unwrap_model(trainer.model),
-                                                       trainer.label_names, False, "train_dataset")
+                                                       trainer.label_names, False, "train_dataset",
+                                                       rename_label=not trainer._user_collator)
     check_not_column_dict(trainer.eval_dataset, "eval_dataset")
     eval_sets = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"eval": trainer.eval_dataset}
     for name, ds in eval_sets.items():
@@ -77,7 +78,7 @@ def remove_unused(trainer: Any, dataset: Any, description: str) -> tuple:
             logger.info("The following columns in %s are not used by %s.forward and were removed: %s",
                         description, type(model).__name__, ", ".join(dropped))
     dataset, keep = prepare_columns(dataset, model, trainer.label_names, trainer.args.remove_unused_columns,
-                                    description)
+                                    description, rename_label=not trainer._user_collator)
     collator = RemoveColumnsCollator(trainer.data_collator, keep) if keep else trainer.data_collator
     return dataset, collator
 

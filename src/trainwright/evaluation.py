@@ -138,12 +138,24 @@ def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: An
     return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
 
 
+def _loss_kwargs(trainer: Any, model: Any, inputs: dict) -> dict:
+    """As transformers 5.x: a ``compute_loss_func`` gets this batch's label count in evaluation too (counted on the
+    host before the batch moves: no device sync), when ``compute_loss`` is the Trainer's or takes the argument."""
+    from .loss_scaling import count_items, shifts_labels, takes_num_items
+    from .trainer import Trainer
+    fn = type(trainer).compute_loss
+    if trainer.compute_loss_func is None or not (fn is Trainer.compute_loss or takes_num_items(fn)):
+        return {}
+    return {"num_items_in_batch": count_items(inputs, trainer.label_names, shifts_labels(unwrap_model(model)))}
+
+
 def prediction_step(trainer: Any, model: Any, inputs: dict, prediction_loss_only: bool,
                     ignore_keys: list[str] | None) -> tuple:
     """(loss, logits, labels) of one batch: the loss through ``trainer.compute_loss`` when the batch has every label
     column, the outputs other than the loss (and ``ignore_keys``) as the logits."""
     has_labels = bool(trainer.label_names) and all(inputs.get(k) is not None for k in trainer.label_names)
     trainer._has_labels_seen = getattr(trainer, "_has_labels_seen", False) or has_labels
+    loss_kwargs = _loss_kwargs(trainer, model, inputs) if has_labels else {}
     inputs = trainer._prepare_inputs(inputs)
     if ignore_keys is None:
         config = getattr(unwrap_model(trainer.model), "config", None)
@@ -154,7 +166,7 @@ def prediction_step(trainer: Any, model: Any, inputs: dict, prediction_loss_only
         labels = labels[0] if len(labels) == 1 else labels
     with torch.no_grad(), trainer.precision.autocast(evaluating=True):
         if has_labels:
-            loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+            loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True, **loss_kwargs)
             loss = loss.detach().mean()
             if isinstance(outputs, Mapping):
                 logits = tuple(v for k, v in outputs.items() if k not in ignore_keys + ["loss"])

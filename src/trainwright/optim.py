@@ -51,24 +51,26 @@ def create_optimizer(model: torch.nn.Module, args: Any, device: torch.device) ->
     if not groups:
         raise ConfigError("The model has no parameter with requires_grad=True: nothing to train. "
                           "Unfreeze some parameters (param.requires_grad_(True)).")
+    cls, kwargs = optimizer_cls_and_kwargs(args, device)
+    return cls(groups, **kwargs)
+
+
+def optimizer_cls_and_kwargs(args: Any, device: torch.device | None) -> tuple[type, dict]:
+    """(class, keyword arguments) of the optimizer ``args.optim`` names (Trainer.get_optimizer_cls_and_kwargs)."""
     extra = _parse_optim_args(args.optim_args)
     name = args.optim
     lr = args.learning_rate
     if name in ("adamw_torch", "adamw_torch_fused", "adamw_torch_foreach", "adamw"):
         kwargs = dict(lr=lr, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-        if name in ("adamw_torch_fused", "adamw") and fused_supported(device):
+        if name in ("adamw_torch_fused", "adamw") and device is not None and fused_supported(device):
             kwargs["fused"] = True
         elif name == "adamw_torch_foreach":
             kwargs["foreach"] = True
-        return torch.optim.AdamW(groups, **kwargs, **extra)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, **extra)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, **extra)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, **extra)
-    if name == "adafactor":
-        return torch.optim.Adafactor(groups, lr=lr, **extra)
+        return torch.optim.AdamW, {**kwargs, **extra}
+    simple = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
+              "adafactor": torch.optim.Adafactor}
+    if name in simple:
+        return simple[name], {"lr": lr, **extra}
     raise ConfigError(f"optim={name!r} is not supported.")
 
 

@@ -113,8 +113,16 @@ class Throughput:
         self._resumed_seconds = 0.0
         self.samples = 0  # global, since the last read (after a flush)
         self.tokens = 0
-        self.pending = [0, 0, 0]  # this rank's rows, tokens and input tokens seen not yet flushed into the state
+        # this rank's rows, non-padding tokens, input tokens seen and main-input positions not yet flushed
+        self.pending = [0, 0, 0, 0]
         self.n_params = sum(p.numel() for p in model.parameters())
+        # total_flos as transformers counts it (PreTrainedModel.floating_point_ops): 6 x the main input's positions,
+        # padding included, x the parameters without the embeddings
+        self.main_input = getattr(model, "main_input_name", "input_ids")
+        try:
+            self.flos_params = int(model.num_parameters(exclude_embeddings=True))
+        except Exception:
+            self.flos_params = self.n_params
         self.peak = None
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
@@ -130,8 +138,10 @@ class Throughput:
             tokens = batch["input_ids"].numel()
         else:
             tokens = 0
+        main = batch.get(self.main_input)
         self.pending[0] += n
         self.pending[1] += tokens
+        self.pending[3] += main.numel() if isinstance(main, torch.Tensor) else 0  # shape only: no sync
         if self.counter is not None:
             self.pending[2] += self.counter.count(batch)
 
@@ -143,17 +153,17 @@ class Throughput:
 
     def flush(self, state: TrainerState) -> None:
         """This rank's counts since the last flush, summed over the ranks, into the window and ``state``."""
-        n, tokens, seen = self.pending
+        n, tokens, seen, positions = self.pending
         seen += self.counter.take_device_count() if self.counter is not None else 0
         if self.dist is not None and self.dist.enabled:  # one small all-reduce (CPU ints on gloo/NCCL device)
-            t = torch.tensor([n, tokens, seen], dtype=torch.float64, device=self.dist.device)
-            n, tokens, seen = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
-        self.pending = [0, 0, 0]
+            t = torch.tensor([n, tokens, seen, positions], dtype=torch.float64, device=self.dist.device)
+            n, tokens, seen, positions = (int(v) for v in self.dist.all_reduce_sum(t).tolist())
+        self.pending = [0, 0, 0, 0]
         self.samples += n
         self.tokens += tokens
         state.samples_seen += n
         state.num_input_tokens_seen += seen
-        state.total_flos += 6.0 * self.n_params * tokens
+        state.total_flos += 6.0 * self.flos_params * positions
 
     def read(self, state: TrainerState) -> dict[str, float]:
         """The rates since the last read (flushed first), and a new window."""

@@ -41,6 +41,7 @@ from .state import TrainerState
 from .tokens_seen import InputTokenCounter
 from .tokens_seen import log_fields as tokens_log_fields
 from .train_plan import TrainPlan, ratio_to_steps
+from .trainer_methods import TrainerMethodsMixin
 
 logger = logging.getLogger("trainwright")
 
@@ -49,7 +50,7 @@ _TRAINER_ARGS = ("model, args, data_collator, train_dataset, eval_dataset, proce
                  "preprocess_logits_for_metrics")
 
 
-class Trainer(HubMixin):
+class Trainer(HubMixin, TrainerMethodsMixin):
     """``transformers.Trainer``'s constructor, methods and behaviour; see the module docstring for how it is built.
 
     Args:
@@ -100,6 +101,7 @@ class Trainer(HubMixin):
         self.model_init = model_init
         self.model = self.model_wrapped = self._initial_model(model)
         self.processing_class = processing_class
+        self._user_collator = data_collator is not None  # a script's collator sees `label` as transformers gives it
         self.data_collator = data_collator if data_collator is not None else \
             dataloaders.default_collator(processing_class, self.device, args.torch_compile)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
@@ -114,7 +116,9 @@ class Trainer(HubMixin):
         self.label_names = args.label_names or default_label_names(unwrap_model(self.model))
         self._dropped_logged: set[str] = set()
         dataloaders.check_datasets(self)
-        self.callback_handler = cb.CallbackHandler(self._default_callbacks() + list(callbacks or []), self.model,
+        progress = cb.PrinterCallback if args.disable_tqdm else cb.ProgressCallback  # last, after the script's (HF)
+        self.callback_handler = cb.CallbackHandler(self._default_callbacks() + list(callbacks or []) + [progress],
+                                                   self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
                                   is_world_process_zero=self.dist.is_main_process)
@@ -147,7 +151,6 @@ class Trainer(HubMixin):
     def _default_callbacks(self) -> list:
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
         callbacks = [cb.DefaultFlowCallback, MetricsJsonlCallback()] + get_reporting_callbacks(self.args.report_to)
-        callbacks.append(cb.PrinterCallback if self.args.disable_tqdm else cb.ProgressCallback)
         return callbacks + neftune_callbacks(self.args)  # NEFTune noise while training (neftune.py)
 
     # ================================================================== callbacks and the model
@@ -183,9 +186,10 @@ class Trainer(HubMixin):
         length or token-budget batches, per ``train_sampling_strategy`` / ``max_tokens_per_batch``)."""
         return dataloaders.train_dataloader(self)
 
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+    def _get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
         """The evaluation DataLoader of ``eval_dataset`` (a dataset, the name of one of a dict ``eval_dataset``, or
-        None for the trainer's own), its batches sorted by length."""
+        None for the trainer's own), its batches sorted by length (``get_eval_dataloader`` adds the persistent-workers
+        cache: trainer_methods.py)."""
         eval_dataset = dataloaders.named_eval_dataset(self, eval_dataset)
         return dataloaders.prediction_dataloader(self, eval_dataset, "eval_dataset")
 

@@ -122,9 +122,7 @@ class CheckpointManager:
         if key not in metrics:
             produced = sorted(k[len("eval_"):] for k in metrics
                               if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))
-            raise ConfigError(f"metric_for_best_model={args.metric_for_best_model!r}: evaluation produced no "
-                              f"{key!r}. It produces: {', '.join(produced)}. Set metric_for_best_model to one of "
-                              f"these, or return it from compute_metrics.")
+            raise ConfigError(_missing_metric_message(args, key, produced))
         value = metrics[key]
         stale = self.pending_best
         if stale is not None and stale[1] != t.state.global_step:  # no save came for it: recorded as HF does
@@ -200,3 +198,15 @@ class CheckpointManager:
         t.state = state
         t.callback_states.load_state_dict(state.stateful_callbacks)
         return path
+
+
+def _missing_metric_message(args: Any, key: str, produced: list[str]) -> str:
+    """Which metric is missing, what the evaluation produced, and (under torchrun) that every process needs it."""
+    rank = args.process_index if args.world_size > 1 else None
+    return (f"metric_for_best_model={args.metric_for_best_model!r}: evaluation produced no {key!r}"
+            + (f" on process {rank} of {args.world_size}" if rank is not None else "")
+            + (f". It produces: {', '.join(produced)}. Set metric_for_best_model to one of these, or return it "
+               f"from compute_metrics." if produced else ", only its runtime. Return it from compute_metrics.")
+            + (" Every process needs it to choose the best checkpoint: an evaluate() that computes metrics on "
+               "the main process only (e.g. under `if self.args.should_save:`) must compute them on every "
+               "process (transformers fails there too)." if rank is not None else ""))

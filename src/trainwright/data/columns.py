@@ -47,9 +47,12 @@ def first_row(dataset: Any) -> Any:
         return None
 
 
-def prepare_columns(dataset: Any, model: Any, label_names: list[str], remove_unused: bool, description: str) -> tuple:
-    """Returns (dataset, columns_to_keep or None). datasets.Dataset gets label→labels and unused
-    columns dropped in place (cheap, lazy); other datasets get a collator-side filter instead."""
+def prepare_columns(dataset: Any, model: Any, label_names: list[str], remove_unused: bool, description: str,
+                    rename_label: bool = True) -> tuple:
+    """Returns (dataset, columns_to_keep or None). datasets.Dataset gets unused columns dropped in place (cheap,
+    lazy) and, with ``rename_label`` (the Trainer's own collator), label→labels; other datasets get a
+    collator-side filter instead. A collator the script passed sees the rows as transformers gives them: a
+    ``label`` column stays ``label`` (run_swag.py's collator pops ``"label"``)."""
     if _is_dataset_dict(dataset):
         raise DataError(f"{description} is a DatasetDict with splits {list(dataset.keys())}: pass one split, "
                         f"e.g. {description}=tokenized_datasets['train'].")
@@ -68,7 +71,7 @@ def prepare_columns(dataset: Any, model: Any, label_names: list[str], remove_unu
                 f"Tokenize it first: dataset = dataset.map(lambda batch: tokenizer(batch[{text[0]!r}], "
                 f"truncation=True), batched=True).")
     if not remove_unused:
-        return _rename_label(dataset, columns), None
+        return (_rename_label(dataset, columns) if rename_label else dataset), None
     keep = [c for c in columns if c in signature]
     dropped = [c for c in columns if c not in signature]
     if not [c for c in keep if c not in LABEL_ALIASES and c not in label_names]:
@@ -79,7 +82,7 @@ def prepare_columns(dataset: Any, model: Any, label_names: list[str], remove_unu
     if hasattr(dataset, "remove_columns") and hasattr(dataset, "rename_column"):
         if dropped:
             dataset = dataset.remove_columns(dropped)
-        return _rename_label(dataset, dataset.column_names), None
+        return (_rename_label(dataset, dataset.column_names) if rename_label else dataset), None
     return dataset, set(keep) | {"labels"}
 
 

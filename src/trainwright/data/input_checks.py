@@ -189,29 +189,37 @@ def check_arrow_inputs(model: Any, dataset: Any, where: str, label_names: Any, m
     limit = type_vocab_size(model)
     if limit is not None and "token_type_ids" in features and _arrow_value_kind(features["token_type_ids"]) == "int":
         ds = dataset if len(dataset) <= max_rows else dataset.select(range(max_rows))
-        col = ds.with_format("arrow")["token_type_ids"]
-        flat = pc.list_flatten(col) if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) else col
+        flat, rows = _flatten_lists(ds.with_format("arrow")["token_type_ids"])
         if len(flat):
             mm = pc.min_max(flat).as_py()
             if mm["max"] >= limit or mm["min"] < 0:
                 bad = mm["max"] if mm["max"] >= limit else mm["min"]
                 i = pc.index(flat, pa.scalar(bad, type=flat.type)).as_py()
-                row = ""
-                if i is not None and i >= 0:
-                    row = f" (row {pc.list_parent_indices(col)[i].as_py() if len(flat) != len(col) else i})"
+                row = f" (row {rows[i].as_py() if rows is not None else i})" if i is not None and i >= 0 else ""
                 raise_bad_token_type(model, where, bad, limit, row)
     for column in label_columns(label_names):
         if column in features:
             if _arrow_value_kind(features[column]) == "float":
-                col = dataset.with_format("arrow")[column]
-                flat = pc.list_flatten(col) if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) else col
+                flat, rows = _flatten_lists(dataset.with_format("arrow")[column])
                 nan = pc.is_nan(flat)
                 if pc.any(nan).as_py():
                     i = pc.index(nan, True).as_py()
-                    if len(flat) != len(col):
-                        i = pc.list_parent_indices(col)[i].as_py()
-                    warn_nan_label(where, column, i)
+                    warn_nan_label(where, column, rows[i].as_py() if rows is not None else i)
             break
+
+
+def _flatten_lists(col):
+    """The values of an Arrow column of lists, nested to any depth (a multiple-choice row holds one list of ids
+    per choice), and each value's row index (None when the column holds no lists)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = None
+    while pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        parents = pc.list_parent_indices(col)
+        rows = parents if rows is None else pc.take(rows, parents)
+        col = pc.list_flatten(col)
+    return col, rows
 
 
 def _arrow_value_kind(feature) -> str | None:
