@@ -367,7 +367,7 @@ def fake_trackio(tmp_path, monkeypatch):
 def test_transformers_integration_runs_unchanged(tmp_path, tokenizer, fake_trackio, caplog):
     from transformers.integrations import TrackioCallback
 
-    from trainwright import safe_fs
+    from trainwright.checkpoint import safe_fs
 
     safe_fs.reset_warnings()
     fake_trackio.fail_log_at_step = 4  # a full disk inside the tracker: one warning, training goes on

@@ -25,7 +25,7 @@ from .args import TrainingArguments
 from .args_compat import as_trainwright_args
 from .checkpoint.manager import CheckpointManager
 from .checkpoint.run_lock import check_output_dir, holds_output_dir_lock
-from .console import print_metrics, print_training_header
+from .console import print_training_header
 from .data.columns import default_label_names, has_length
 from .distributed import Distributed, unwrap_model
 from .errors import ConfigError, ModelError
@@ -574,17 +574,6 @@ class Trainer(HubMixin, TrainerMethodsMixin):
             raise ConfigError("The Trainer has no optimizer yet: it is built by train(); call "
                               "trainer.create_optimizer() first to inspect it before training.")
         return self.optimizer
-
-    def log_metrics(self, split: str, metrics: dict) -> None:
-        """Prints ``metrics`` as transformers does (main process only): an aligned ``***** <split> metrics *****``
-        table, floats rounded, runtimes as h:mm:ss.cc, memory in MB, ``total_flos`` in GF (metrics_format.py)."""
-        if self.is_world_process_zero():
-            print_metrics(split, metrics)
-
-    def metrics_format(self, metrics: dict) -> dict:
-        """``metrics`` formatted for printing, as transformers' ``Trainer.metrics_format``."""
-        from .metrics_format import metrics_format
-        return metrics_format(metrics)
 
     def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
         """Writes ``<split>_results.json`` and, with ``combined``, merges ``metrics`` into ``all_results.json``

@@ -9,6 +9,18 @@ from .errors import ConfigError
 class TrainerMethodsMixin:
     """Methods of transformers.Trainer that trainwright provides for scripts and subclasses."""
 
+    def log_metrics(self, split: str, metrics: dict) -> None:
+        """Prints ``metrics`` as transformers does (main process only): an aligned ``***** <split> metrics *****``
+        table, floats rounded, runtimes as h:mm:ss.cc, memory in MB, ``total_flos`` in GF (metrics_format.py)."""
+        if self.is_world_process_zero():
+            from .console import print_metrics
+            print_metrics(split, metrics)
+
+    def metrics_format(self, metrics: dict) -> dict:
+        """``metrics`` formatted for printing, as transformers' ``Trainer.metrics_format``."""
+        from .metrics_format import metrics_format
+        return metrics_format(metrics)
+
     def compute_loss_context_manager(self):
         """The context ``compute_loss`` runs in: autocast for fp16/bf16 (transformers' subclasses use
         ``with self.compute_loss_context_manager(): loss = self.compute_loss(...)``)."""
