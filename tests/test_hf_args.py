@@ -24,6 +24,7 @@ from trainwright import ConfigError, Seq2SeqTrainer, Seq2SeqTrainingArguments, T
 
 CLIENTS = Path(__file__).resolve().parent / "client_scripts"
 OURS_ONLY = {"logging_dir", "max_tokens_per_batch", "max_consecutive_nonfinite_steps", "on_save_error", "write_report",
+             "trim_padding",
              "chunked_cross_entropy"}
 
 
@@ -114,7 +115,7 @@ SAMPLES = {"lr_scheduler_kwargs": {"num_cycles": 2}, "optim_args": "momentum=0.9
            "ddp_find_unused_parameters": False,
            "ddp_bucket_cap_mb": 25, "ddp_broadcast_buffers": False, "ddp_static_graph": True, "ddp_backend": "gloo",
            "fsdp": "full_shard offload", "fsdp_config": {"min_num_params": 10}, "resume_from_checkpoint": "ckpt",
-           "max_tokens_per_batch": 512, "generation_max_length": 10, "generation_num_beams": 2,
+           "max_tokens_per_batch": 512, "trim_padding": False, "generation_max_length": 10, "generation_num_beams": 2,
            "generation_config": "gen_dir", "hub_token": "tok", "hub_model_id": "me/model", "hub_revision": "dev",
            "hub_private_repo": True, "neftune_noise_alpha": 5.0, "trackio_space_id": "me/space",
            "trackio_bucket_id": "me/bucket", "trackio_static_space_id": "me/static"}

@@ -300,17 +300,17 @@ def test_auto_sampling_groups_by_length_only_when_it_saves_padding(tmp_path, tok
                                              train_sampling_strategy="random"),
                     train_dataset=train, processing_class=tokenizer).get_train_dataloader().batch_sampler
     assert not plain.group_by_length and list(plain) == list(shuffled)
-    # padding to a fixed max_length: nothing to save, random order
+    # padding to a fixed max_length, or rows pre-padded: the batches are trimmed to their longest real row
+    # (data/trim.py), so rows are grouped by their real lengths; without trimming nothing is saved: random order
     fixed = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=64)
-    s = Trainer(make_tiny_model(), args, train_dataset=train, data_collator=fixed,
-                processing_class=tokenizer).get_train_dataloader().batch_sampler
-    assert not s.group_by_length
-    # rows of equal length (pre-padded): random order
     same = train.map(lambda b: tokenizer(b["sentence"], padding="max_length", truncation=True, max_length=64),
                      batched=True)
-    s = Trainer(make_tiny_model(), args, train_dataset=same,
-                processing_class=tokenizer).get_train_dataloader().batch_sampler
-    assert not s.group_by_length
+    for data, collator in ((train, fixed), (same, None)):
+        for trim, grouped in ((None, True), (False, False)):
+            s = Trainer(make_tiny_model(), _args(tmp_path, per_device_train_batch_size=16, trim_padding=trim),
+                        train_dataset=data, data_collator=collator,
+                        processing_class=tokenizer).get_train_dataloader().batch_sampler
+            assert s.group_by_length == grouped
 
 
 def test_length_groups_are_whole_optimizer_steps_so_accumulation_sees_the_same_rows(sst2_lengths):

@@ -203,6 +203,7 @@ class TrainingArguments(ProcessView, Setters):
     local_rank: int = _arg(-1, "Set by the old torch.distributed.launch; prefer local_process_index.")
     # --- trainwright additions
     max_tokens_per_batch: int | None = _arg(None, "trainwright: token-budget batches of at most N padded tokens.")
+    trim_padding: bool | None = _arg(None, "trainwright: cut all-padding columns (None: when the model takes a mask).")
     max_consecutive_nonfinite_steps: int = _arg(10, "trainwright: stop after N consecutive NaN/inf steps.")
     on_save_error: str = _arg("continue", "trainwright: what a failed checkpoint write does: continue or stop.",
                               choices=["continue", "stop"])

@@ -19,9 +19,9 @@ from .data.samplers import (
     ResumableBatchSampler,
     TokenBudgetBatchSampler,
     collator_padding,
-    dataset_lengths,
     is_row_preserving,
 )
+from .data.trim import eval_collator, row_lengths, train_collator
 from .distributed import unwrap_model
 from .errors import ConfigError, DataError
 
@@ -103,14 +103,14 @@ def train_sampling(args: Any, dataset: Any, collator: Any) -> tuple:
     Otherwise it is HF's random order."""
     strategy = args.train_sampling_strategy
     if strategy == "auto" and not args.max_tokens_per_batch:
-        lengths = dataset_lengths(dataset, args.length_column_name, allow_slow=False)
+        lengths = row_lengths(dataset, args.length_column_name, collator, allow_slow=False)  # trimmed widths
         _, fixed = collator_padding(collator)
         varied = lengths is not None and len(lengths) > 1 and int(lengths.min()) != int(lengths.max())
         strategy = "group_by_length" if varied and fixed is None else "random"
         return strategy, (lengths if strategy == "group_by_length" else None)
     if strategy != "group_by_length" and not args.max_tokens_per_batch:
         return strategy, None
-    lengths = dataset_lengths(dataset, args.length_column_name)  # Arrow column, computed once
+    lengths = row_lengths(dataset, args.length_column_name, collator)  # Arrow column, computed once
     if lengths is None:
         raise DataError("train_sampling_strategy='group_by_length' and max_tokens_per_batch need the row lengths: "
                         f"give the dataset an 'input_ids' or {args.length_column_name!r} column.")
@@ -123,6 +123,7 @@ def train_dataloader(trainer: Any) -> torch.utils.data.DataLoader:
         raise ConfigError("Trainer.train() needs a train_dataset: pass Trainer(train_dataset=...).")
     args, dist = trainer.args, trainer.dist
     dataset, collator = remove_unused(trainer, trainer.train_dataset, "train_dataset")
+    collator = train_collator(trainer, collator)  # pre-padded rows: batches cut to their longest row (data/trim.py)
     seed = args.data_seed if args.data_seed is not None else args.seed
     generator = torch.Generator()  # our own: creating an iterator must not consume the global RNG (exact resume)
     generator.manual_seed(seed)
@@ -177,13 +178,14 @@ def prediction_dataloader(trainer: Any, dataset: Any, description: str) -> torch
     short sequences; ``evaluation_loop`` puts the outputs back in dataset order."""
     args = trainer.args
     dataset, collator = remove_unused(trainer, dataset, description)
+    collator = eval_collator(trainer, collator)  # the evaluation loop trims pre-padded batches (data/trim.py)
     kwargs = loader_kwargs(args, trainer.device)
     if is_iterable_dataset(dataset):
         return torch.utils.data.DataLoader(dataset, batch_size=args.per_device_eval_batch_size,
                                            collate_fn=collator, **kwargs)
     if len(dataset) == 0:
         raise DataError(f"{description} is empty (0 rows).")
-    lengths = dataset_lengths(dataset, args.length_column_name, allow_slow=False) \
+    lengths = row_lengths(dataset, args.length_column_name, collator, allow_slow=False) \
         if trainer.eval_sort_by_length and is_row_preserving(collator) else None
     multiple, fixed = collator_padding(collator)
     fill = (trainer.eval_fill_batches and lengths is not None and fixed is None and args.eval_do_concat_batches

@@ -19,6 +19,7 @@ import torch
 
 from .data.columns import has_length, is_iterable_dataset
 from .data.samplers import restore_order
+from .data.trim import batch_trimmer
 from .distributed import unwrap_model
 from .errors import ConfigError
 from .loss_scaling import rows as batch_rows
@@ -101,9 +102,11 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
     num_samples = 0
     preds_host, labels_host, inputs_host = [], [], []
     real_batches = getattr(getattr(dataloader, "batch_sampler", None), "num_real_batches", None)
+    trimmer, pred_cuts, label_cuts = batch_trimmer(dataloader), [], []  # pre-padded batches run trimmed
     for step, inputs in enumerate(dataloader):
         batch_size = batch_rows(inputs)
-        loss, logits, labels = trainer.prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        run, cut = trimmer.trim(inputs) if trimmer is not None else (inputs, None)
+        loss, logits, labels = trainer.prediction_step(model, run, prediction_loss_only, ignore_keys)
         if real_batches is not None and step >= real_batches:
             continue  # a padding batch: run so that every rank runs as many forwards (FSDP2), then dropped
         if loss is not None:
@@ -112,8 +115,10 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
             if trainer.preprocess_logits_for_metrics is not None:
                 logits = trainer.preprocess_logits_for_metrics(logits, labels)
             preds_host.append(to_host(logits))
+            pred_cuts.append(cut)
         if labels is not None:
             labels_host.append(to_host(labels))
+            label_cuts.append(cut)
         if "inputs" in trainer.args.include_for_metrics:
             inputs_host.append(to_host(inputs.get("input_ids")))
         num_samples += batch_size
@@ -121,6 +126,9 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
             trainer.control = trainer.callback_handler.on_prediction_step(trainer.args, trainer.state, trainer.control)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
+    if trimmer is not None:  # token-level outputs of trimmed batches back to the batches' widths, on the host
+        preds_host = trimmer.pad_back_all(preds_host, pred_cuts)
+        labels_host = trimmer.pad_back_all(labels_host, label_cuts)
     return (concat_to_numpy(preds_host) if preds_host else None, concat_to_numpy(labels_host) if labels_host else None,
             loss_sum, num_samples, concat_to_numpy(inputs_host) if inputs_host else None)
 

@@ -441,15 +441,17 @@ def _arrow_lengths(dataset, length_column_name: str, columns: list[str]):
 
 def collator_padding(collator) -> tuple[int | None, int | None]:
     """(pad_to_multiple_of, fixed padded length or None) of a padding collator, looking through
-    wrappers that keep the wrapped collator in ``data_collator`` (RemoveColumnsCollator)."""
-    seen = 0
+    wrappers that keep the wrapped collator in ``data_collator`` (RemoveColumnsCollator). Behind a
+    wrapper that trims padding (data/trim.py) no length is fixed."""
+    seen, trimmed = 0, False
     while hasattr(collator, "data_collator") and seen < 8:
+        trimmed = trimmed or getattr(collator, "trims_padding", False)  # data/trim.py: the model gets real widths
         collator, seen = collator.data_collator, seen + 1
     multiple = getattr(collator, "pad_to_multiple_of", None)
     fixed = None
     pads_to_max = getattr(collator, "padding", None) == "max_length" or \
         type(collator).__name__ == "DataCollatorForPackedRows"
-    if pads_to_max and getattr(collator, "max_length", None):
+    if pads_to_max and not trimmed and getattr(collator, "max_length", None):
         fixed = int(collator.max_length)
     return (int(multiple) if multiple else None), fixed
 
