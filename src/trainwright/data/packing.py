@@ -216,6 +216,37 @@ class DataCollatorWithFlattening(_PackingMaskMixin):
         if not features:
             raise ValueError("DataCollatorWithFlattening received an empty list of features")
 
+        input_ids, labels, position_ids, seq_lengths = self._flatten(features, separator_id)
+        total = len(input_ids)
+        if total == 0:
+            raise ValueError("DataCollatorWithFlattening received only empty examples")
+        as_array = torch.tensor if return_tensors == "pt" else np.array
+        i64 = torch.int64 if return_tensors == "pt" else np.int64
+        i32 = torch.int32 if return_tensors == "pt" else np.int32
+
+        batch: dict[str, Any] = {
+            "input_ids": as_array([input_ids], dtype=i64),
+            "labels": as_array([labels], dtype=i64),
+        }
+        if self.return_position_ids:
+            batch["position_ids"] = as_array([position_ids], dtype=i64)
+        if self.return_seq_idx:
+            seq_idx = [s for s, n in enumerate(seq_lengths) for _ in range(n)]
+            batch["seq_idx"] = as_array([seq_idx], dtype=i32)
+        if self.return_flash_attn_kwargs:
+            cu = [0]
+            for n in seq_lengths:
+                cu.append(cu[-1] + n)
+            batch["cu_seq_lens_q"] = as_array(cu, dtype=i32)
+            batch["cu_seq_lens_k"] = as_array(cu, dtype=i32)
+            batch["max_length_q"] = batch["max_length_k"] = int(max(seq_lengths))
+        if self.return_4d_attention_mask:
+            self._maybe_mask(batch, _segment_ids([seq_lengths], total), return_tensors)
+        return batch
+
+    def _flatten(self, features: Sequence[Mapping[str, Any]], separator_id: int) -> tuple[list, list, list, list]:
+        """(input ids, labels, position ids, sequence lengths) of the features concatenated; every sequence start
+        (packed rows hold several, found from their ``position_ids``) labelled ``separator_id``."""
         input_ids: list[int] = []
         labels: list[int] = []
         position_ids: list[int] = []
@@ -243,33 +274,7 @@ class DataCollatorWithFlattening(_PackingMaskMixin):
             labels += lab
             position_ids += pos
             seq_lengths += lengths
-
-        total = len(input_ids)
-        if total == 0:
-            raise ValueError("DataCollatorWithFlattening received only empty examples")
-        as_array = torch.tensor if return_tensors == "pt" else np.array
-        i64 = torch.int64 if return_tensors == "pt" else np.int64
-        i32 = torch.int32 if return_tensors == "pt" else np.int32
-
-        batch: dict[str, Any] = {
-            "input_ids": as_array([input_ids], dtype=i64),
-            "labels": as_array([labels], dtype=i64),
-        }
-        if self.return_position_ids:
-            batch["position_ids"] = as_array([position_ids], dtype=i64)
-        if self.return_seq_idx:
-            seq_idx = [s for s, n in enumerate(seq_lengths) for _ in range(n)]
-            batch["seq_idx"] = as_array([seq_idx], dtype=i32)
-        if self.return_flash_attn_kwargs:
-            cu = [0]
-            for n in seq_lengths:
-                cu.append(cu[-1] + n)
-            batch["cu_seq_lens_q"] = as_array(cu, dtype=i32)
-            batch["cu_seq_lens_k"] = as_array(cu, dtype=i32)
-            batch["max_length_q"] = batch["max_length_k"] = int(max(seq_lengths))
-        if self.return_4d_attention_mask:
-            self._maybe_mask(batch, _segment_ids([seq_lengths], total), return_tensors)
-        return batch
+        return input_ids, labels, position_ids, seq_lengths
 
 
 class DataCollatorForPackedRows(_PackingMaskMixin):
@@ -458,19 +463,35 @@ def pack_dataset(
         raise ValueError(f'overflow must be "truncate", "split", "drop" or "error", got {overflow!r}')
 
     is_dataset = hasattr(examples, "column_names") and hasattr(examples, "select")
+    all_ids, all_labels = _packing_columns(examples, is_dataset)
+    seqs = _fit_examples(all_ids, all_labels, max_length, overflow)
+    lengths = [len(ids) for ids, _ in seqs]
+    bins = _first_fit_decreasing(lengths, max_length) if strategy == "ffd" else _sequential_greedy(lengths, max_length)
+    rows = _packed_rows(seqs, bins, all_labels is not None, position_ids_start)
+    if is_dataset:
+        from datasets import Dataset
+
+        keys = ["input_ids", "position_ids", "seq_lengths"] + (["labels"] if all_labels is not None else [])
+        return Dataset.from_dict({key: [row[key] for row in rows] for key in keys})
+    return rows
+
+
+def _packing_columns(examples: Any, is_dataset: bool) -> tuple[list, list | None]:
+    """(input_ids of every example, their labels or None) from a Dataset or a list of dicts."""
     if is_dataset:
         columns = set(examples.column_names)
         if "input_ids" not in columns:
             raise ValueError("pack_dataset needs an `input_ids` column")
-        all_ids = list(examples["input_ids"])
-        all_labels = list(examples["labels"]) if "labels" in columns else None
-    else:
-        examples = list(examples)
-        all_ids = [e["input_ids"] for e in examples]
-        has_labels = bool(examples) and all(e.get("labels") is not None for e in examples)
-        all_labels = [e["labels"] for e in examples] if has_labels else None
+        return list(examples["input_ids"]), (list(examples["labels"]) if "labels" in columns else None)
+    examples = list(examples)
+    has_labels = bool(examples) and all(e.get("labels") is not None for e in examples)
+    return [e["input_ids"] for e in examples], ([e["labels"] for e in examples] if has_labels else None)
 
-    # 1. Normalize and handle overlong examples.
+
+def _fit_examples(all_ids: list, all_labels: list | None, max_length: int,
+                  overflow: str) -> list[tuple[list[int], list[int] | None]]:
+    """Examples as (ids, labels) lists, empty ones skipped and overlong ones truncated, split, dropped or refused
+    per ``overflow`` (a warning counts the tokens dropped)."""
     seqs: list[tuple[list[int], list[int] | None]] = []
     dropped_tokens = 0
     for k, ids in enumerate(all_ids):
@@ -480,37 +501,34 @@ def pack_dataset(
             raise ValueError(f"example {k}: labels ({len(lab)}) and input_ids ({len(ids)}) differ in length")
         if not ids:
             continue
-        if len(ids) > max_length:
-            if overflow == "error":
-                raise ValueError(f"example {k} has {len(ids)} tokens, more than max_length={max_length}")
-            if overflow == "drop":
-                dropped_tokens += len(ids)
-                continue
-            if overflow == "truncate":
-                dropped_tokens += len(ids) - max_length
-                seqs.append((ids[:max_length], lab[:max_length] if lab is not None else None))
-                continue
+        if len(ids) <= max_length:
+            seqs.append((ids, lab))
+        elif overflow == "error":
+            raise ValueError(f"example {k} has {len(ids)} tokens, more than max_length={max_length}")
+        elif overflow == "drop":
+            dropped_tokens += len(ids)
+        elif overflow == "truncate":
+            dropped_tokens += len(ids) - max_length
+            seqs.append((ids[:max_length], lab[:max_length] if lab is not None else None))
+        else:  # split
             for s in range(0, len(ids), max_length):
                 seqs.append((ids[s : s + max_length], lab[s : s + max_length] if lab is not None else None))
-            continue
-        seqs.append((ids, lab))
     if dropped_tokens:
         warnings.warn(
             f"pack_dataset(overflow={overflow!r}) dropped {dropped_tokens} tokens of examples longer than "
             f"max_length={max_length}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+    return seqs
 
-    # 2. Bin packing.
-    lengths = [len(ids) for ids, _ in seqs]
-    bins = _first_fit_decreasing(lengths, max_length) if strategy == "ffd" else _sequential_greedy(lengths, max_length)
 
-    # 3. Build rows.
+def _packed_rows(seqs: list, bins: list, with_labels: bool, position_ids_start: int) -> list[dict[str, list[int]]]:
+    """One row per bin: the members' tokens concatenated, position ids restarting at every example."""
     rows: list[dict[str, list[int]]] = []
     for members in bins:
         row: dict[str, list[int]] = {"input_ids": [], "position_ids": [], "seq_lengths": []}
-        if all_labels is not None:
+        if with_labels:
             row["labels"] = []
         for i in members:
             ids, lab = seqs[i]
@@ -520,12 +538,6 @@ def pack_dataset(
             if lab is not None:
                 row["labels"] += lab
         rows.append(row)
-
-    if is_dataset:
-        from datasets import Dataset
-
-        keys = ["input_ids", "position_ids", "seq_lengths"] + (["labels"] if all_labels is not None else [])
-        return Dataset.from_dict({key: [row[key] for row in rows] for key in keys})
     return rows
 
 

@@ -211,44 +211,41 @@ def tokenize_and_align_labels(
             "with AutoTokenizer.from_pretrained(..., use_fast=True)."
         )
 
-    def _label_id(label: Any) -> int:
-        if isinstance(label, str):
-            if label2id is None:
-                raise ValueError(f"Got the string label {label!r}; pass label2id= to convert string labels to ids")
-            return int(label2id[label])
-        return int(label)
-
     def fn(batch: Mapping[str, list]) -> dict[str, list]:
         words = batch[words_column]
         if words and isinstance(words[0], str):
             raise ValueError(
                 f"Column {words_column!r} must hold lists of words; got plain strings. Use map(batched=True)."
             )
-        encoded = tokenizer(
-            list(words),
-            is_split_into_words=True,
-            truncation=True,
-            max_length=max_length,
-        )
+        encoded = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_length)
         out = {key: value for key, value in encoded.items()}
         if labels_column in batch:
-            all_labels = []
-            for i, word_labels in enumerate(batch[labels_column]):
-                word_labels = [_label_id(label) for label in word_labels]
-                if len(word_labels) != len(words[i]):
-                    raise ValueError(
-                        f"Example {i} has {len(words[i])} words but {len(word_labels)} labels in {labels_column!r}"
-                    )
-                all_labels.append(
-                    align_labels_with_tokens(
-                        word_labels,
-                        encoded.word_ids(i),
-                        label_all_tokens=label_all_tokens,
-                        ignore_index=ignore_index,
-                        b_to_i_label=b_to_i_label,
-                    )
+            out["labels"] = [
+                align_labels_with_tokens(
+                    _word_label_ids(word_labels, len(words[i]), i, labels_column, label2id),
+                    encoded.word_ids(i),
+                    label_all_tokens=label_all_tokens,
+                    ignore_index=ignore_index,
+                    b_to_i_label=b_to_i_label,
                 )
-            out["labels"] = all_labels
+                for i, word_labels in enumerate(batch[labels_column])
+            ]
         return out
 
     return fn
+
+
+def _word_label_ids(word_labels: Sequence[Any], num_words: int, row: int, labels_column: str,
+                    label2id: Mapping[str, int] | None) -> list[int]:
+    """One example's word labels as ids (string labels through ``label2id``), one per word."""
+    ids = []
+    for label in word_labels:
+        if isinstance(label, str):
+            if label2id is None:
+                raise ValueError(f"Got the string label {label!r}; pass label2id= to convert string labels to ids")
+            ids.append(int(label2id[label]))
+        else:
+            ids.append(int(label))
+    if len(ids) != num_words:
+        raise ValueError(f"Example {row} has {num_words} words but {len(ids)} labels in {labels_column!r}")
+    return ids
