@@ -296,8 +296,9 @@ def test_total_flos_is_counted_as_transformers_counts_it(tmp_path, tokenizer, ma
         remove_columns=["sentence"])
     args = dict(per_device_train_batch_size=8, max_steps=3, save_strategy="no", report_to="none",
                 disable_tqdm=True, use_cpu=True)
-    ours = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path / "tw"), write_report=False, **args),
-                   train_dataset=data)
+    # the rows are pre-padded: with trim_padding=False the model runs every padded position, as transformers'
+    ours = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path / "tw"), write_report=False, trim_padding=False,
+                                                        **args), train_dataset=data)
     ours.train()
     theirs = transformers.Trainer(make_tiny_model(), transformers.TrainingArguments(str(tmp_path / "hf"), **args),
                                   train_dataset=data)
@@ -305,6 +306,12 @@ def test_total_flos_is_counted_as_transformers_counts_it(tmp_path, tokenizer, ma
     model = make_tiny_model()
     expected = 6 * model.num_parameters(exclude_embeddings=True) * 3 * 8 * 32
     assert ours.state.total_flos == theirs.state.total_flos == expected
+    # by default the batches are cut to their longest real row: total_flos counts the positions the model ran
+    trimmed = Trainer(make_tiny_model(), TrainingArguments(str(tmp_path / "tr"), write_report=False, **args),
+                      train_dataset=data)
+    trimmed.train()
+    assert 0 < trimmed.state.total_flos < expected
+    assert trimmed.state.total_flos % (6 * model.num_parameters(exclude_embeddings=True) * 8) == 0
 
 
 # ====================================================================== k. compute_loss_func in evaluation
