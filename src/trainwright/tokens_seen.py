@@ -21,15 +21,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .args import TrainingArguments
+    from .state import TrainerState
 
 logger = logging.getLogger("trainwright")
 MODES = ("all", "non_padding", "no")
 _warned_modes: set[str] = set()
 
 
-def counting_mode(args) -> str:
+def counting_mode(args: TrainingArguments) -> str:
     """``args.include_num_input_tokens_seen`` as one of MODES (a bool as transformers maps it). Any other value
     counts every token, as transformers does, with a warning naming the argument."""
     mode = getattr(args, "include_num_input_tokens_seen", "no")
@@ -50,7 +55,8 @@ def counting_mode(args) -> str:
 class InputTokenCounter:
     """Counts the input tokens of collated batches for ``num_input_tokens_seen`` (see the module docstring)."""
 
-    def __init__(self, args, model=None, processing_class=None, initial: int = 0):
+    def __init__(self, args: TrainingArguments, model: torch.nn.Module | None = None, processing_class: Any = None,
+                 initial: int = 0) -> None:
         self.mode = counting_mode(args)
         self.initial = initial  # state.num_input_tokens_seen when this train() call started (a resumed run's)
         self.main_input_name = getattr(model, "main_input_name", None) or "input_ids"
@@ -75,7 +81,7 @@ class InputTokenCounter:
         self._on_device = s if self._on_device is None else self._on_device + s
         return 0
 
-    def count(self, batch) -> int:
+    def count(self, batch: Any) -> int:
         """This batch's tokens counted on the host (0 for the part that is summed on the device)."""
         if self.mode == "no":
             return 0
@@ -104,7 +110,8 @@ class InputTokenCounter:
         return value
 
 
-def log_fields(args, state, start_time: float | None = None, counter: InputTokenCounter | None = None) -> dict:
+def log_fields(args: TrainingArguments, state: TrainerState, start_time: float | None = None,
+               counter: InputTokenCounter | None = None) -> dict:
     """The keys transformers' ``Trainer.log`` adds when ``include_num_input_tokens_seen`` is on; with
     ``start_time`` (a training-step log) also the speed of this ``train()`` call, counted from
     ``counter.initial`` tokens at ``start_time``."""

@@ -3,7 +3,17 @@
 built on trainwright's own precision and optimizer code. ``Trainer`` inherits them."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, NoReturn
+
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    import torch
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    from .args import TrainingArguments
 
 
 class TrainerMethodsMixin:
@@ -21,16 +31,16 @@ class TrainerMethodsMixin:
         from .metrics_format import metrics_format
         return metrics_format(metrics)
 
-    def compute_loss_context_manager(self):
+    def compute_loss_context_manager(self) -> AbstractContextManager:
         """The context ``compute_loss`` runs in: autocast for fp16/bf16 (transformers' subclasses use
         ``with self.compute_loss_context_manager(): loss = self.compute_loss(...)``)."""
         return self.precision.autocast()
 
-    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> AbstractContextManager:
         """Autocast for fp16/bf16 training, a null context otherwise (as transformers)."""
         return self.precision.autocast()
 
-    def get_decay_parameter_names(self, model) -> list[str]:
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """The names of the parameters that get weight decay: all but biases and normalisation weights (the groups
         ``create_optimizer`` builds), in the model's order."""
         from .optim import decay_parameter_names
@@ -38,7 +48,8 @@ class TrainerMethodsMixin:
         return [name for name, _ in model.named_parameters() if name in decay]
 
     @staticmethod
-    def get_optimizer_cls_and_kwargs(args, model=None) -> tuple[type, dict]:
+    def get_optimizer_cls_and_kwargs(args: TrainingArguments,
+                                     model: torch.nn.Module | None = None) -> tuple[type, dict]:
         """(optimizer class, keyword arguments without the parameters) for ``args.optim``, as ``create_optimizer``
         builds it (a custom create_optimizer calls ``optimizer_cls(param_groups, **optimizer_kwargs)``)."""
         from .optim import optimizer_cls_and_kwargs
@@ -51,7 +62,7 @@ class TrainerMethodsMixin:
         model = unwrap_model(self.model)
         return model.floating_point_ops(inputs) if hasattr(model, "floating_point_ops") else 0
 
-    def get_eval_dataloader(self, eval_dataset=None):
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
         """The evaluation DataLoader (``eval_dataset``: a dataset, a name of a dict eval_dataset, or None). With
         ``dataloader_persistent_workers`` the Trainer's own eval set (or a named one) keeps its loader, and so its
         workers, from one evaluation to the next, as in transformers; another dataset gets a new loader."""
@@ -69,7 +80,7 @@ class TrainerMethodsMixin:
         return loader
 
     @property
-    def label_smoother(self):
+    def label_smoother(self) -> LabelSmoother | None:
         """transformers' attribute: a ``LabelSmoother`` while label smoothing is on, else None (subclasses that copy
         transformers' compute_loss read it). Setting it to None turns smoothing off; to a smoother, uses its
         epsilon."""
@@ -82,10 +93,10 @@ class TrainerMethodsMixin:
         return self._label_smoother
 
     @label_smoother.setter
-    def label_smoother(self, smoother):
+    def label_smoother(self, smoother: LabelSmoother | None) -> None:
         self._label_smoothing_factor = float(getattr(smoother, "epsilon", 0.0) or 0.0) if smoother is not None else 0.0
 
-    def hyperparameter_search(self, *args, **kwargs):
+    def hyperparameter_search(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ConfigError("Trainer.hyperparameter_search() is not implemented in trainwright (it needs optuna / "
                           "ray / wandb sweeps driving model_init). Run the search with the tool itself, one "
                           "Trainer per trial (model_init and the trial's TrainingArguments), and read "

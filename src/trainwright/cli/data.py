@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError, did_you_mean
@@ -21,6 +22,7 @@ CACHE_VERSION = 1
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .tasks.base import LabelInfo
 
 
 def _is_true(value) -> bool:
@@ -42,7 +44,7 @@ class DataLoader:
     """Loads the splits named in ``data:`` (files, save_to_disk directories or a Hub dataset) as
     ``datasets.Dataset`` objects, applies validation_split / validation_column and the limits."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.data = cfg.data
         self._dataset_dict = None
@@ -130,7 +132,7 @@ class DataLoader:
             self._dataset_dict = ds
         return self._dataset_dict
 
-    def raw_split(self, split: str):
+    def raw_split(self, split: str) -> tuple[Any, str | None]:
         """The split as named in the config, before validation_split / limits; None if not configured."""
         d = self.data
         if d.get("dataset"):
@@ -150,7 +152,7 @@ class DataLoader:
         return self._load_file(split, d[split])
 
     # ---------------------------------------------------------------- splits
-    def load(self, splits=("train", "validation")) -> dict:
+    def load(self, splits: Sequence[str] = ("train", "validation")) -> dict[str, Any]:
         """{split: Dataset} for the requested splits that exist; records self.where[split] and, for
         rows taken out of the train file, self.source_rows[split] (their row numbers in that file)."""
         d, seed = self.data, self.cfg.training.get("seed", 42)
@@ -207,7 +209,7 @@ class DataLoader:
         return out
 
     @staticmethod
-    def check_columns(ds, where: str, columns, key_hint: str = "") -> None:
+    def check_columns(ds: Any, where: str, columns: Iterable[str], key_hint: str = "") -> None:
         present = list(ds.column_names)
         for col in columns:
             if col not in present:
@@ -217,7 +219,7 @@ class DataLoader:
                                 f"{', '.join(map(repr, present))}.{setting}")
 
 
-def check_split_columns(cfg: RunConfig, ds, where: str, with_labels: bool) -> None:
+def check_split_columns(cfg: RunConfig, ds: Any, where: str, with_labels: bool) -> None:
     for col, key in cfg.task.required_columns(cfg.data, with_labels):
         DataLoader.check_columns(ds, where, [col], key)
     if cfg.data.get("id_column"):
@@ -239,7 +241,8 @@ def _tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}|{body}".encode()).hexdigest()[:16]
 
 
-def tokenize_split(cfg: RunConfig, ds, split: str, tokenizer, info, with_labels: bool, quiet: bool = False):
+def tokenize_split(cfg: RunConfig, ds: Any, split: str, tokenizer: Any, info: LabelInfo, with_labels: bool,
+                   quiet: bool = False) -> Any:
     """``Dataset.map(batched=True)`` into ``<cache_dir>/tokenized/<split>-<fingerprint>.arrow``: the
     fingerprint covers the data, the tokenizer, the task, the columns, max_length and the labels, so
     an unchanged rerun loads the file instead of tokenizing again."""
@@ -262,7 +265,7 @@ def tokenize_split(cfg: RunConfig, ds, split: str, tokenizer, info, with_labels:
                   cache_file_name=cache_file, load_from_cache_file=True, desc=f"Tokenizing {split}")
 
 
-def row_ids(cfg: RunConfig, ds, source_rows=None) -> list:
+def row_ids(cfg: RunConfig, ds: Any, source_rows: Iterable[int] | None = None) -> list:
     """The id column (data.id_column, else idx / id / index when present), else the row number in the file."""
     col = cfg.data.get("id_column") or next((c for c in ID_COLUMNS if c in ds.column_names), None)
     if col:
@@ -270,7 +273,7 @@ def row_ids(cfg: RunConfig, ds, source_rows=None) -> list:
     return list(source_rows) if source_rows is not None else list(range(len(ds)))
 
 
-def check_has_labels(cfg: RunConfig, ds, where: str, split: str) -> None:
+def check_has_labels(cfg: RunConfig, ds: Any, where: str, split: str) -> None:
     """``evaluate`` needs the gold answers: a split that has the input columns but not the label column (an
     unlabelled test file) is reported as such, with ``predict`` as the way to use it, instead of blaming
     ``data.label_column``."""

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ def read_lexicon(path: str | None = None) -> tuple[list[tuple[str, float]], set[
     return entries, vocab
 
 
-def labelled_words(entries) -> tuple[list[str], list[int]]:
+def labelled_words(entries: Iterable[tuple[str, float]]) -> tuple[list[str], list[int]]:
     words, labels = [], []
     for token, mean in entries:
         if mean >= THRESHOLD:
@@ -77,7 +78,8 @@ def labelled_words(entries) -> tuple[list[str], list[int]]:
     return words, labels
 
 
-def split(words, labels, seed: int, held_out: float = 0.2):
+def split(words: Sequence[str], labels: Sequence[int], seed: int,
+          held_out: float = 0.2) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
     order = list(range(len(words)))
     random.Random(seed).shuffle(order)
     n_test = int(round(len(order) * held_out))
@@ -189,7 +191,7 @@ def _train(model, tokenizer, train_ds, test_ds, output_dir: str, epochs: float, 
     return trainer, float(final["eval_accuracy"])
 
 
-def probe_unseen_words(model, tokenizer, vocab: set, max_length: int) -> list[dict]:
+def probe_unseen_words(model: Any, tokenizer: Any, vocab: set, max_length: int) -> list[dict]:
     """The trained model's answer for each of PROBE_WORDS that the lexicon does not have."""
     import torch
     probes = [w for w in PROBE_WORDS if w.lower() not in vocab]

@@ -101,7 +101,7 @@ class SeededCollator:
     def __init__(self, data_collator: Any) -> None:
         self.data_collator = data_collator  # the name other code looks through (RemoveColumnsCollator's too)
 
-    def __call__(self, features):
+    def __call__(self, features: PendingRows | list[Any]) -> Any:
         if not isinstance(features, PendingRows):
             return self.data_collator(features)
         with batch_rng(batch_seed(features.key), self.data_collator):

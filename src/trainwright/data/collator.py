@@ -87,11 +87,11 @@ class DataCollatorWithPadding:
 class RemoveColumnsCollator:
     """Drops the columns the model does not take before collating (for datasets we cannot edit)."""
 
-    def __init__(self, data_collator, keep: set[str]):
+    def __init__(self, data_collator: Any, keep: set[str]) -> None:
         self.data_collator = data_collator
         self.keep = keep
 
-    def __call__(self, features):
+    def __call__(self, features: list[Any]) -> Any:
         if features and isinstance(features[0], Mapping):
             features = [{k: v for k, v in f.items() if k in self.keep} for f in features]
         return self.data_collator(features)

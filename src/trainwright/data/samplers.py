@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Sized
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,9 +143,9 @@ class TokenBudgetBatchSampler(ResumableBatchSampler):
 
     variable_batches = True
 
-    def __init__(self, lengths, max_tokens: int, *, shuffle: bool = True, seed: int = 0,
+    def __init__(self, lengths: Sequence[int] | np.ndarray, max_tokens: int, *, shuffle: bool = True, seed: int = 0,
                  world_size: int = 1, rank: int = 0, pad_to_multiple_of: int | None = None,
-                 drop_last: bool = False, megabatch_batches: int = 50):
+                 drop_last: bool = False, megabatch_batches: int = 50) -> None:
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         super().__init__(len(lengths), 1, shuffle=shuffle, seed=seed, drop_last=drop_last,
                          world_size=world_size, rank=rank, lengths=lengths, group_by_length=shuffle)
@@ -233,7 +234,7 @@ class EpochPlan:
     to epoch (token budgets): the total steps for ``num_train_epochs`` (the LR schedule's length),
     the epochs needed for ``max_steps``, and where a global step falls (resume)."""
 
-    def __init__(self, sampler, gradient_accumulation_steps: int = 1):
+    def __init__(self, sampler: Sized, gradient_accumulation_steps: int = 1) -> None:
         self.sampler = sampler
         self.accum = gradient_accumulation_steps
         self._steps: dict[int, int] = {}
@@ -300,8 +301,9 @@ class EvalBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0,
-                 lengths=None, fill_to_longest: bool = False, pad_to_multiple_of: int | None = None,
-                 max_rows: int | None = None, fill_max_tokens: int | None = None):
+                 lengths: Sequence[int] | np.ndarray | None = None, fill_to_longest: bool = False,
+                 pad_to_multiple_of: int | None = None,
+                 max_rows: int | None = None, fill_max_tokens: int | None = None) -> None:
         self.batch_size = batch_size
         order = np.arange(num_samples)
         self.inverse_order = None
@@ -356,7 +358,7 @@ def _fill_batches(sorted_lengths, batch_size: int, max_rows: int,
     return out
 
 
-def restore_order(outputs, inverse_order):
+def restore_order(outputs: Any, inverse_order: np.ndarray | None) -> Any:
     """Put outputs concatenated in sorted order (numpy arrays, possibly nested in tuples/lists/dicts)
     back in dataset order. Arrays whose first dimension is not the number of rows are left as is."""
     if outputs is None or inverse_order is None:
@@ -374,7 +376,8 @@ def restore_order(outputs, inverse_order):
 _LENGTH_CACHE: OrderedDict = OrderedDict()
 
 
-def dataset_lengths(dataset, length_column_name: str = "length", *, allow_slow: bool = True):
+def dataset_lengths(dataset: Any, length_column_name: str = "length", *,
+                    allow_slow: bool = True) -> np.ndarray | None:
     """Row lengths (a numpy int64 array) from the length column, else ``len(input_ids)``, or None.
 
     ``datasets.Dataset``: read from the Arrow column (no Python rows are built; about 10 ms for
@@ -439,7 +442,7 @@ def _arrow_lengths(dataset, length_column_name: str, columns: list[str]):
     return np.asarray([len(x) for x in dataset[name]], dtype=np.int64)
 
 
-def collator_padding(collator) -> tuple[int | None, int | None]:
+def collator_padding(collator: Any) -> tuple[int | None, int | None]:
     """(pad_to_multiple_of, fixed padded length or None) of a padding collator, looking through
     wrappers that keep the wrapped collator in ``data_collator`` (RemoveColumnsCollator). Behind a
     wrapper that trims padding (data/trim.py) no length is fixed."""
@@ -463,7 +466,7 @@ ROW_PRESERVING_COLLATORS = ("DataCollatorWithPadding", "default_data_collator", 
                             "DataCollatorForWholeWordMask", "DefaultDataCollator")
 
 
-def is_row_preserving(collator) -> bool:
+def is_row_preserving(collator: Any) -> bool:
     seen = 0
     while hasattr(collator, "data_collator") and seen < 8:
         collator, seen = collator.data_collator, seen + 1

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class PaddingTrimmer:
 
     def __init__(self, *, shift_labels: bool = False, encoder_decoder: bool = False,
                  positions_from_tokens: bool = False, multiple: int | None = None, evaluating: bool = False,
-                 forbidden_widths=(), trim_decoder: bool = True, restore: bool = True):
+                 forbidden_widths: Iterable[int] = (), trim_decoder: bool = True, restore: bool = True) -> None:
         self.shift_labels = shift_labels
         self.encoder_decoder = encoder_decoder
         self.positions_from_tokens = positions_from_tokens
@@ -68,7 +69,7 @@ class PaddingTrimmer:
         self.restore = restore  # False: outputs are not the encoder's (generated tokens): nothing to pad back
 
     # ------------------------------------------------------------------------------------------ batch
-    def trim(self, batch):
+    def trim(self, batch: Any) -> tuple[Any, tuple[int, int, int, int] | None]:
         """(trimmed batch, info for :meth:`pad_back` or None when nothing was cut)."""
         if not isinstance(batch, Mapping):
             return batch, None
@@ -182,7 +183,7 @@ class PaddingTrimmer:
 
     # ------------------------------------------------------------------------------------------ outputs
     @staticmethod
-    def pad_back(outputs, info):
+    def pad_back(outputs: Any, info: tuple[int, int, int, int] | None) -> Any:
         """Token-level outputs ([batch, trimmed width, ...]) back to the batch's full width, -100 where cut."""
         if info is None or outputs is None:
             return outputs
@@ -212,11 +213,11 @@ class TrimPaddingCollator:
 
     trims_padding = True
 
-    def __init__(self, data_collator, trimmer: PaddingTrimmer):
+    def __init__(self, data_collator: Any, trimmer: PaddingTrimmer) -> None:
         self.data_collator = data_collator
         self.trimmer = trimmer
 
-    def __call__(self, features):
+    def __call__(self, features: list[Any]) -> Any:
         return self.trimmer.trim(self.data_collator(features))[0]
 
 
@@ -226,11 +227,11 @@ class EvalTrimCollator:
 
     trims_padding = True
 
-    def __init__(self, data_collator, trimmer: PaddingTrimmer):
+    def __init__(self, data_collator: Any, trimmer: PaddingTrimmer) -> None:
         self.data_collator = data_collator
         self.eval_trimmer = trimmer
 
-    def __call__(self, features):
+    def __call__(self, features: list[Any]) -> Any:
         return self.data_collator(features)
 
 
@@ -247,11 +248,11 @@ def _takes(model, name: str) -> bool:
         return False
 
 
-def takes_attention_mask(model) -> bool:
+def takes_attention_mask(model: torch.nn.Module) -> bool:
     return _takes(model, "attention_mask")
 
 
-def trimming_enabled(trainer, training: bool) -> bool:
+def trimming_enabled(trainer: Any, training: bool) -> bool:
     """Whether batches are trimmed: ``trim_padding`` (None: automatic) and the model."""
     setting = getattr(trainer.args, "trim_padding", None)
     if setting is False:
@@ -272,7 +273,7 @@ def trimming_enabled(trainer, training: bool) -> bool:
     return True
 
 
-def make_trimmer(trainer, collator, training: bool) -> PaddingTrimmer | None:
+def make_trimmer(trainer: Any, collator: Any, training: bool) -> PaddingTrimmer | None:
     if not trimming_enabled(trainer, training):
         return None
     from ..loss_scaling import shifts_labels
@@ -294,19 +295,19 @@ def make_trimmer(trainer, collator, training: bool) -> PaddingTrimmer | None:
         restore=not generating)
 
 
-def train_collator(trainer, collator):
+def train_collator(trainer: Any, collator: Any) -> Any:
     """The training collate function, trimming when :func:`trimming_enabled`."""
     trimmer = make_trimmer(trainer, collator, training=True)
     return collator if trimmer is None else TrimPaddingCollator(collator, trimmer)
 
 
-def eval_collator(trainer, collator):
+def eval_collator(trainer: Any, collator: Any) -> Any:
     """The evaluation collate function, carrying the evaluation loop's trimmer when :func:`trimming_enabled`."""
     trimmer = make_trimmer(trainer, collator, training=False)
     return collator if trimmer is None else EvalTrimCollator(collator, trimmer)
 
 
-def batch_trimmer(dataloader) -> PaddingTrimmer | None:
+def batch_trimmer(dataloader: Any) -> PaddingTrimmer | None:
     """The trimmer the evaluation loop applies to ``dataloader``'s batches (None: run them as collated)."""
     return getattr(getattr(dataloader, "collate_fn", None), "eval_trimmer", None)
 
@@ -321,7 +322,8 @@ def _trimmer_in(collator) -> PaddingTrimmer | None:
     return None
 
 
-def row_lengths(dataset, length_column_name: str, collator, *, allow_slow: bool = True):
+def row_lengths(dataset: Any, length_column_name: str, collator: Any, *,
+                allow_slow: bool = True) -> np.ndarray | None:
     """Row lengths for the samplers: the length column if the dataset has one; else, when ``collator`` trims
     padding, each row's trimmed width (:func:`trimmed_lengths`); else ``len(input_ids)`` (``dataset_lengths``)."""
     from .samplers import dataset_lengths
@@ -338,7 +340,7 @@ def row_lengths(dataset, length_column_name: str, collator, *, allow_slow: bool 
 _WIDTH_CACHE: OrderedDict = OrderedDict()
 
 
-def trimmed_lengths(dataset, *, labels: bool = True, allow_slow: bool = True):
+def trimmed_lengths(dataset: Any, *, labels: bool = True, allow_slow: bool = True) -> np.ndarray | None:
     """Each row's width once its trailing padding is cut: one past the last column whose attention mask is not
     0 (or, with ``labels``, whose token-level label is not -100). None without an ``attention_mask`` column.
 

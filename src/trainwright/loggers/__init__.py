@@ -116,7 +116,7 @@ def _check_usable(key: str, original) -> None:
         )
 
 
-def resolve_report_to(report_to) -> list[str]:
+def resolve_report_to(report_to: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | None) -> list[str]:
     """Normalise ``report_to`` to a list of tracker names (no duplicates, no 'jsonl'/'none').
 
     Raises ConfigError for an unknown name or for a named tracker whose package is missing.
@@ -151,7 +151,7 @@ def resolve_report_to(report_to) -> list[str]:
     return resolved
 
 
-def get_reporting_callbacks(report_to) -> list:
+def get_reporting_callbacks(report_to: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | None) -> list:
     """One callback instance per tracker named by ``report_to`` (see the module docstring).
 
     Does not include ``MetricsJsonlCallback``: the Trainer adds that one unconditionally.

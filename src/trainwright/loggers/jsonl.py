@@ -35,10 +35,17 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..callbacks import TrainerCallback
 from ..checkpoint.safe_fs import AppendLog, disk_error, warn_once
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..args import TrainingArguments
+    from ..callbacks import TrainerControl
+    from ..state import TrainerState
 
 METRICS_FILE = "metrics.jsonl"
 _NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
@@ -136,7 +143,7 @@ def _model_info(model) -> dict:
     return info
 
 
-def hardware_info(model=None, args=None) -> dict:
+def hardware_info(model: torch.nn.Module | None = None, args: Any = None) -> dict:
     """Device, torch/CUDA versions and CPU count (cheap; no GPU work)."""
     import torch
 
@@ -248,7 +255,8 @@ class MetricsJsonlCallback(TrainerCallback):
         return last_time
 
     # -- events --------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         self._close()
@@ -272,7 +280,8 @@ class MetricsJsonlCallback(TrainerCallback):
             record["previous_last_time"] = previous_last_time
         self._write(args, record)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
@@ -280,7 +289,8 @@ class MetricsJsonlCallback(TrainerCallback):
             record["standalone"] = True
         self._write(args, record)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         self._write(args, {

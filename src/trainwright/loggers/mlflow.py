@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from transformers.integrations.integration_utils import MLflowCallback as HFMLflowCallback
@@ -31,12 +32,21 @@ from transformers.integrations.integration_utils import MLflowCallback as HFMLfl
 from ..checkpoint.safe_fs import disk_errors_degrade
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import torch
+
+    from ..args import TrainingArguments
+    from ..callbacks import TrainerControl
+    from ..state import TrainerState
+
 logger = logging.getLogger(__name__)
 _WHAT = "the MLflow run"
 _set_by_us: str | None = None  # the default URI trainwright last set (a later run replaces it with its own)
 
 
-def default_tracking_uri(output_dir) -> str:
+def default_tracking_uri(output_dir: str | os.PathLike[str]) -> str:
     return "sqlite:///" + os.path.abspath(os.path.join(os.fspath(output_dir), "mlflow.db"))
 
 
@@ -47,7 +57,7 @@ def _configured_uri(mlflow) -> str | None:
     return None if not uri or uri == _set_by_us else uri
 
 
-def check_tracking_uri(mlflow) -> None:
+def check_tracking_uri(mlflow: ModuleType) -> None:
     """ConfigError for a file-store URI that this MLflow refuses (MLflow 3 without MLFLOW_ALLOW_FILE_STORE)."""
     uri = _configured_uri(mlflow)
     if uri is None:
@@ -74,7 +84,7 @@ class MLflowCallback(HFMLflowCallback):
         check_tracking_uri(self._ml_flow)
         self._ended_run_id: str | None = None
 
-    def setup(self, args, state, model):
+    def setup(self, args: TrainingArguments, state: TrainerState, model: torch.nn.Module | None) -> None:
         global _set_by_us
         if state.is_world_process_zero:
             check_tracking_uri(self._ml_flow)
@@ -87,13 +97,15 @@ class MLflowCallback(HFMLflowCallback):
         super().setup(args, state, model)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         if self._ended_run_id is not None:  # a second train(): a new run, as the first
             self._initialized = False
         super().on_train_begin(args, state, control, model=model, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_log(self, args, state, control, logs, model=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None,
+               model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         if self._ended_run_id is None or self._ml_flow.active_run() is not None or not state.is_world_process_zero:
             return super().on_log(args, state, control, logs, model=model, **kwargs)
         # the run this callback ended at train end: log there instead of starting a new one
@@ -111,7 +123,8 @@ class MLflowCallback(HFMLflowCallback):
             MlflowClient().log_batch(self._ended_run_id, metrics=metrics)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         active = self._ml_flow.active_run() if self._initialized and state.is_world_process_zero else None
         ended = active.info.run_id if active is not None and self._auto_end_run else None
         super().on_train_end(args, state, control, **kwargs)
@@ -119,5 +132,5 @@ class MLflowCallback(HFMLflowCallback):
             self._ended_run_id = ended
 
     @disk_errors_degrade(_WHAT)
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         super().on_save(args, state, control, **kwargs)

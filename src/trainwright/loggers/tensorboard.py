@@ -23,11 +23,17 @@ import math
 import os
 import socket
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from transformers.integrations.integration_utils import TensorBoardCallback as HFTensorBoardCallback
 
 from ..checkpoint.safe_fs import disk_errors_degrade, safe_relpath
 from .jsonl import _args_dict
+
+if TYPE_CHECKING:
+    from ..args import TrainingArguments
+    from ..callbacks import TrainerControl
+    from ..state import TrainerState
 
 logger = logging.getLogger(__name__)
 _WHAT = "the TensorBoard event file"
@@ -58,7 +64,7 @@ class TensorBoardCallback(HFTensorBoardCallback):
         explicit = getattr(args, "logging_dir", None)
         return os.path.expanduser(str(explicit)) if explicit else _default_logdir(args)
 
-    def __init__(self, tb_writer=None):
+    def __init__(self, tb_writer: Any = None) -> None:
         super().__init__(tb_writer)
         self._env_logging_dir = self.logging_dir  # $TENSORBOARD_LOGGING_DIR, read by transformers' __init__
 
@@ -80,7 +86,8 @@ class TensorBoardCallback(HFTensorBoardCallback):
             writer.add_summary(summary)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         if state.is_hyper_param_search and state.trial_name is not None:
@@ -102,9 +109,11 @@ class TensorBoardCallback(HFTensorBoardCallback):
         self.tb_writer.flush()
 
     @disk_errors_degrade(_WHAT)
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               **kwargs: Any) -> None:
         super().on_log(args, state, control, logs=logs, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         super().on_train_end(args, state, control, **kwargs)

@@ -23,10 +23,18 @@ import numbers
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from transformers.integrations.integration_utils import WandbCallback as HFWandbCallback
 
 from ..checkpoint.safe_fs import disk_errors_degrade
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..args import TrainingArguments
+    from ..callbacks import TrainerControl
+    from ..state import TrainerState
 
 _WHAT = "the W&B run"
 
@@ -55,28 +63,33 @@ class WandbCallback(HFWandbCallback):
     """transformers' ``WandbCallback`` with trainwright's run directory and final-model artifact (see the module
     docstring)."""
 
-    def setup(self, args, state, model, **kwargs):
+    def setup(self, args: TrainingArguments, state: TrainerState, model: torch.nn.Module | None,
+              **kwargs: Any) -> None:
         with _run_dir(args):
             super().setup(args, state, model, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         super().on_train_begin(args, state, control, model=model, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               model: torch.nn.Module | None = None, logs: dict | None = None, **kwargs: Any) -> None:
         super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         super().on_save(args, state, control, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_predict(self, args, state, control, metrics, **kwargs):
+    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: dict,
+                   **kwargs: Any) -> None:
         super().on_predict(args, state, control, metrics, **kwargs)
 
     @disk_errors_degrade(_WHAT)
-    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     model: torch.nn.Module | None = None, processing_class: Any = None, **kwargs: Any) -> None:
         if not (self._log_model.is_enabled and self._initialized and state.is_world_process_zero):
             return
         self._log_final_model(args, state, model, processing_class)

@@ -108,7 +108,7 @@ def _samples_from_steps(run: RunData) -> int | None:
     return int(run.last_step * batch * accum * world)
 
 
-def tokens_seen(run: RunData):
+def tokens_seen(run: RunData) -> int | None:
     for source in ([run.end] if run.end else []) + list(reversed(run.records)):
         v = source.get("num_input_tokens_seen")
         if is_number(v) and v > 0:

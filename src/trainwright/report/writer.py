@@ -4,11 +4,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..callbacks import TrainerCallback
 from .charts import build_charts
 from .page import render_page
 from .runs import RunData, load_run
+
+if TYPE_CHECKING:
+    from ..args import TrainingArguments
+    from ..callbacks import TrainerControl
+    from ..state import TrainerState
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +63,8 @@ def _write_text(path: str, text: str) -> None:
             os.remove(tmp)
 
 
-def write_report(run_dirs, output: str | None = None, *, embed_images: bool = False, title: str | None = None,
-                 png: bool = True) -> str:
+def write_report(run_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], output: str | None = None, *,
+                 embed_images: bool = False, title: str | None = None, png: bool = True) -> str:
     """Write the report of one run directory or a list of them (see :func:`output_path`); return its path.
 
     The HTML file is self-contained (interactive charts, no file or network access when viewed). ``png``:
@@ -94,7 +101,8 @@ class RunReportCallback(TrainerCallback):
         self.embed_images = embed_images
         self.last_report: str | None = None
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         try:
@@ -104,7 +112,8 @@ class RunReportCallback(TrainerCallback):
             logger.warning("Could not write the run report for %s: %r", args.output_dir, e)
 
 
-def report_command(paths, output: str | None = None, embed_images: bool = False) -> int:
+def report_command(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], output: str | None = None,
+                   embed_images: bool = False) -> int:
     """Entry point for ``trainwright report PATH... [--output FILE]``: returns a process exit code."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -15,14 +15,19 @@ Every hook has a default here; a task overrides the ones it needs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import ConfigError, did_you_mean
 from ..keys import Key
+
+if TYPE_CHECKING:
+    from ...args import TrainingArguments
+    from ...trainer import Trainer
+    from ..config import RunConfig
 
 
 # ====================================================================== labels
@@ -51,18 +56,18 @@ class LabelInfo:
     def label2id(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.names)}
 
-    def name_of(self, value) -> str:
+    def name_of(self, value: Any) -> str:
         if self.label_names and is_int(value):
             if 0 <= int(value) < len(self.label_names):
                 return self.label_names[int(value)]
             return str(value)
         return str(value)
 
-    def id_of(self, value) -> int | None:
+    def id_of(self, value: Any) -> int | None:
         return self.label2id.get(self.name_of(value))
 
     @classmethod
-    def from_model_config(cls, config, label_names=None) -> LabelInfo:
+    def from_model_config(cls, config: Any, label_names: list[str] | None = None) -> LabelInfo:
         if getattr(config, "problem_type", None) == "regression":
             return cls(regression=True)
         id2label = getattr(config, "id2label", None) or {}
@@ -84,11 +89,11 @@ class PredictionInputs:
     data: dict
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def fmt_values(values, n: int = 10) -> str:
+def fmt_values(values: Iterable[Any], n: int = 10) -> str:
     values = list(values)
     shown = ", ".join(repr(v) for v in values[:n])
     return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
@@ -105,7 +110,7 @@ def check_int(data: dict, key: str, minimum: int | None = None) -> None:
         raise ConfigError(f"data.{key} must be {need}; got {v!r}.")
 
 
-def check_choice(data: dict, key: str, choices) -> None:
+def check_choice(data: dict, key: str, choices: Sequence[str]) -> None:
     v = data.get(key)
     if v is not None and v not in choices:
         hint = did_you_mean(v, choices, cutoff=0.5)
@@ -145,7 +150,7 @@ class Task:
         cannot compute."""
 
     # ---------------------------------------------------------------- data
-    def read_split(self, cfg, split: str, value):
+    def read_split(self, cfg: RunConfig, split: str, value: Any) -> tuple[Any, str] | None:
         """``(Dataset, where)`` for ``data.<split>`` when this task reads a format of its own (CoNLL, plain
         text, parallel files), else None: the CLI's CSV / JSON / Parquet / save_to_disk readers are used."""
         return None
@@ -167,11 +172,11 @@ class Task:
             cols.append((label, "data.label_column"))
         return cols
 
-    def label_info(self, train, data: dict) -> LabelInfo:
+    def label_info(self, train: Any, data: dict) -> LabelInfo:
         """The label space, from all the training rows (before ``train_limit``)."""
         return LabelInfo()
 
-    def check_labels(self, dataset, data: dict, info: LabelInfo, where: str, train_where: str) -> None:
+    def check_labels(self, dataset: Any, data: dict, info: LabelInfo, where: str, train_where: str) -> None:
         """Raise DataError when ``dataset`` holds a label the model does not know."""
 
     # ---------------------------------------------------------------- model
@@ -179,35 +184,35 @@ class Task:
         """``from_pretrained`` keyword arguments: the head's size and the labels."""
         return {}
 
-    def config_defaults(self, tokenizer, info: LabelInfo) -> dict:
+    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
         """Model config values for ``model_config:`` (a model built from scratch) unless it sets them."""
         return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, **self.model_kwargs(info)}
 
-    def prepare_tokenizer(self, tokenizer, predict: bool = False):
+    def prepare_tokenizer(self, tokenizer: Any, predict: bool = False) -> Any:
         return tokenizer
 
-    def prepare_model(self, model, tokenizer):
+    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
         return model
 
     # ---------------------------------------------------------------- tokenization
-    def tokenize_function(self, tokenizer, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         """The ``Dataset.map(batched=True)`` function: a batch of rows → model inputs (and ``labels``)."""
         raise NotImplementedError
 
-    def cache_key(self, data: dict):
+    def cache_key(self, data: dict) -> list | None:
         """Extra settings that change the tokenized rows (part of the tokenization cache fingerprint)."""
         return None
 
-    def collator(self, tokenizer, data: dict, model=None, predict: bool = False):
+    def collator(self, tokenizer: Any, data: dict, model: Any = None, predict: bool = False) -> Callable:
         from ...data.collator import DataCollatorWithPadding
         return DataCollatorWithPadding(tokenizer)
 
     # ---------------------------------------------------------------- training, metrics and predictions
-    def arguments_class(self):
+    def arguments_class(self) -> type[TrainingArguments]:
         from ...args import TrainingArguments
         return TrainingArguments
 
-    def trainer_class(self):
+    def trainer_class(self) -> type[Trainer]:
         from ...trainer import Trainer
         return Trainer
 
@@ -223,10 +228,10 @@ class Task:
         """Keyword arguments of ``trainer.predict`` (generation settings)."""
         return {}
 
-    def compute_metrics(self, metrics: list, info: LabelInfo, tokenizer) -> Callable | None:
+    def compute_metrics(self, metrics: list, info: LabelInfo, tokenizer: Any) -> Callable | None:
         """The Trainer's ``compute_metrics`` for the configured metrics; None for the loss only."""
         return None
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs) -> list[dict]:
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         """One dict per input row from ``trainer.predict(...).predictions`` (written as CSV or JSONL)."""
         raise NotImplementedError

@@ -3,12 +3,20 @@ cut into blocks or packed; reports eval_loss and eval_perplexity; ``predict`` co
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
 from ..keys import Key
 from .base import PredictionInputs, Task, check_bool, check_choice, check_int
 from .generation import decode, eos_id, set_pad_token_id
 from .readers import existing_file, file_state, in_memory_dataset, where
+
+if TYPE_CHECKING:
+    from ...seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from ..config import RunConfig
+    from .base import LabelInfo
+    from .metrics import MetricSpec
 
 
 class CausalLM(Task):
@@ -34,30 +42,30 @@ class CausalLM(Task):
     )
     unused_data_keys = ("text_columns", "label_column", "label_names")
 
-    def text_column(self, data) -> str:
+    def text_column(self, data: dict) -> str:
         return data.get("text_column") or "text"
 
-    def prompt_column(self, data) -> str:
+    def prompt_column(self, data: dict) -> str:
         return data.get("prompt_column") or self.text_column(data)
 
-    def label_column(self, data):
+    def label_column(self, data: dict) -> None:
         return None
 
-    def input_columns(self, data):
+    def input_columns(self, data: dict) -> list[str]:
         return [self.text_column(data)]
 
-    def required_columns(self, data, with_labels):
+    def required_columns(self, data: dict, with_labels: bool) -> list[tuple[str, str]]:
         if with_labels:
             return [(self.text_column(data), "data.text_column")]
         return [(self.prompt_column(data), "data.prompt_column" if data.get("prompt_column") else "data.text_column")]
 
-    def block_size(self, data) -> int:
+    def block_size(self, data: dict) -> int:
         return data.get("block_size") or self.DEFAULT_BLOCK_SIZE
 
-    def cache_key(self, data):
+    def cache_key(self, data: dict) -> list:
         return ["causal-lm", self.block_size(data), bool(data.get("packing")), self.prompt_column(data)]
 
-    def check_data_config(self, data):
+    def check_data_config(self, data: dict) -> None:
         check_choice(data, "format", self.FORMATS)
         check_choice(data, "sample_by", self.SAMPLE_BY)
         check_int(data, "block_size", 2)
@@ -66,14 +74,14 @@ class CausalLM(Task):
         if data.get("prompt_column") is not None and not isinstance(data["prompt_column"], str):
             raise ConfigError(f"data.prompt_column must be a column name; got {data['prompt_column']!r}.")
 
-    def check_metrics(self, metrics):
+    def check_metrics(self, metrics: list[MetricSpec]) -> None:
         for m in metrics:
             if m.metric.name != "perplexity":
                 raise ConfigError(f"task: causal-lm reports eval_loss and eval_perplexity only; metric {m.name!r} "
                                   "cannot be computed from next-token predictions here. Use metrics: [] or "
                                   "[perplexity].")
 
-    def read_split(self, cfg, split, value):
+    def read_split(self, cfg: RunConfig, split: str, value: Any) -> tuple[Any, str] | None:
         data = cfg.data
         fmt = data.get("format") or "auto"
         is_text = fmt == "text" or (fmt == "auto" and isinstance(value, str)
@@ -104,7 +112,7 @@ class CausalLM(Task):
         return ds, where(split, value)
 
     # ---------------------------------------------------------------- tokenization
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         sep = eos_id(tokenizer)
         if not with_labels:  # prompts to continue
             column = self.prompt_column(data)
@@ -138,7 +146,7 @@ class CausalLM(Task):
 
         return blocks
 
-    def collator(self, tokenizer, data, model=None, predict=False):
+    def collator(self, tokenizer: Any, data: dict, model: Any = None, predict: bool = False) -> Callable:
         if predict:
             from ...data.collator import DataCollatorWithPadding
             return DataCollatorWithPadding(tokenizer)
@@ -148,42 +156,42 @@ class CausalLM(Task):
         from ...data.language_modeling import DataCollatorForLanguageModeling
         return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
-    def prepare_tokenizer(self, tokenizer, predict=False):
+    def prepare_tokenizer(self, tokenizer: Any, predict: bool = False) -> Any:
         if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token  # GPT-2 / Llama tokenizers have no pad token
         if predict:
             tokenizer.padding_side = "left"  # prompts end where generation starts
         return tokenizer
 
-    def prepare_model(self, model, tokenizer):
+    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
         return set_pad_token_id(model, tokenizer)
 
-    def config_defaults(self, tokenizer, info):
+    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
         return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                 "bos_token_id": getattr(tokenizer, "bos_token_id", None) or getattr(tokenizer, "cls_token_id", None),
                 "eos_token_id": eos_id(tokenizer)}
 
     # ---------------------------------------------------------------- training and predictions
-    def arguments_class(self):
+    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
         from ...seq2seq import Seq2SeqTrainingArguments
         return Seq2SeqTrainingArguments
 
-    def trainer_class(self):
+    def trainer_class(self) -> type[Seq2SeqTrainer]:
         return _causal_lm_trainer()
 
-    def training_defaults(self, data):
+    def training_defaults(self, data: dict) -> dict:
         return {"prediction_loss_only": True}  # the loss is all evaluation needs: never gather the logits
 
-    def predict_overrides(self, data):
+    def predict_overrides(self, data: dict) -> dict:
         return {"prediction_loss_only": False, "predict_with_generate": True, "use_cache": True}
 
-    def predict_kwargs(self, data):
+    def predict_kwargs(self, data: dict) -> dict:
         return {"max_new_tokens": data.get("max_new_tokens") or self.DEFAULT_MAX_NEW_TOKENS, "do_sample": False}
 
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> None:
         return None  # eval_perplexity comes from eval_loss (see _causal_lm_trainer)
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         ids = inputs.ids
         prompts = inputs.dataset[self.prompt_column(inputs.data)]
         generated = decode(inputs.tokenizer, predictions)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import ConfigError, DataError
 from .base import LabelInfo, PredictionInputs, Task, check_label_names, fmt_values
 from .metrics import logits_of, merge_results, softmax
+
+if TYPE_CHECKING:
+    from .metrics import MetricSpec
 
 
 class TextClassification(Task):
@@ -17,7 +22,7 @@ class TextClassification(Task):
     model_class = "AutoModelForSequenceClassification"
     default_metrics = ("accuracy", "f1")
 
-    def check_data_config(self, data):
+    def check_data_config(self, data: dict) -> None:
         if data.get("text_column") is not None and data.get("text_columns") is not None:
             raise ConfigError("data: set either text_column (one text) or text_columns: [a, b] (a pair), not both.")
         cols = data.get("text_columns")
@@ -29,13 +34,13 @@ class TextClassification(Task):
                                   f"[sentence1, sentence2]; got {data.get('text_columns')!r}.")
         check_label_names(data, "names, e.g. [negative, positive]")
 
-    def input_columns(self, data):
+    def input_columns(self, data: dict) -> list[str]:
         cols = data.get("text_columns")
         if cols is not None:
             return [cols] if isinstance(cols, str) else list(cols)
         return [data.get("text_column") or "text"]
 
-    def label_info(self, train, data):
+    def label_info(self, train: Any, data: dict) -> LabelInfo:
         column = data.get("label_column") or "label"
         values = [v for v in train.unique(column)]
         if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
@@ -62,7 +67,7 @@ class TextClassification(Task):
                             "classification needs at least two (or use task: regression for numbers).")
         return LabelInfo(names=names)
 
-    def check_labels(self, dataset, data, info, where, train_where):
+    def check_labels(self, dataset: Any, data: dict, info: LabelInfo, where: str, train_where: str) -> None:
         column = data.get("label_column") or "label"
         unseen = []
         for v in dataset.unique(column):
@@ -75,11 +80,11 @@ class TextClassification(Task):
                             f"{train_where} never has; known labels: {', '.join(info.names)}. Fix the file, "
                             "drop those rows, or list every label in data.label_names.")
 
-    def model_kwargs(self, info):
+    def model_kwargs(self, info: LabelInfo) -> dict:
         return {"num_labels": info.num_labels, "id2label": info.id2label, "label2id": info.label2id,
                 "problem_type": "single_label_classification"}
 
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         columns = self.input_columns(data)
         label_column = data.get("label_column") or "label"
         max_length = data.get("max_length")
@@ -95,7 +100,7 @@ class TextClassification(Task):
 
         return tokenize
 
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> Callable | None:
         if not metrics:
             return None
         multiclass = info.num_labels > 2
@@ -114,7 +119,7 @@ class TextClassification(Task):
 
         return compute
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         ids, info, gold = inputs.ids, inputs.info, inputs.gold
         probs = softmax(logits_of(predictions))
         pred_ids = probs.argmax(-1)
@@ -135,7 +140,7 @@ class Regression(TextClassification):
     unused_data_keys = ("label_names",)
     default_metrics = ("mse", "pearsonr", "spearmanr")
 
-    def label_info(self, train, data):
+    def label_info(self, train: Any, data: dict) -> LabelInfo:
         column = data.get("label_column") or "label"
         feature = train.features.get(column)
         dtype = getattr(feature, "dtype", None)
@@ -144,7 +149,7 @@ class Regression(TextClassification):
                             f"{dtype} values. Use task: text-classification for label names.")
         return LabelInfo(regression=True)
 
-    def check_labels(self, dataset, data, info, where, train_where):
+    def check_labels(self, dataset: Any, data: dict, info: LabelInfo, where: str, train_where: str) -> None:
         column = data.get("label_column") or "label"
         feature = dataset.features.get(column)
         dtype = getattr(feature, "dtype", None)
@@ -152,10 +157,10 @@ class Regression(TextClassification):
             raise DataError(f"{where} has non-numeric ({dtype}) values in the label column {column!r}; "
                             "task: regression needs numbers.")
 
-    def model_kwargs(self, info):
+    def model_kwargs(self, info: LabelInfo) -> dict:
         return {"num_labels": 1, "problem_type": "regression"}
 
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         columns = self.input_columns(data)
         label_column = data.get("label_column") or "label"
         max_length = data.get("max_length")
@@ -169,7 +174,7 @@ class Regression(TextClassification):
 
         return tokenize
 
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> Callable | None:
         if not metrics:
             return None
 
@@ -181,7 +186,7 @@ class Regression(TextClassification):
 
         return compute
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         ids, gold = inputs.ids, inputs.gold
         values = logits_of(predictions).reshape(len(ids), -1)[:, 0]
         rows = []

@@ -2,10 +2,13 @@
 and the pad token id that ``generate`` pads finished rows with."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 
-def eos_id(tokenizer) -> int | None:
+def eos_id(tokenizer: Any) -> int | None:
     """The end-of-text token (eos, else BERT's [SEP]): appended to every document of a causal-LM corpus."""
     for name in ("eos_token_id", "sep_token_id"):
         value = getattr(tokenizer, name, None)
@@ -14,7 +17,7 @@ def eos_id(tokenizer) -> int | None:
     return None
 
 
-def decode(tokenizer, ids) -> list[str]:
+def decode(tokenizer: Any, ids: npt.ArrayLike) -> list[str]:
     """Token ids (-100 read as padding) → text without special tokens, stripped."""
     ids = np.asarray(ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -22,7 +25,7 @@ def decode(tokenizer, ids) -> list[str]:
     return [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
 
 
-def set_pad_token_id(model, tokenizer):
+def set_pad_token_id(model: Any, tokenizer: Any) -> Any:
     """Generation pads finished rows with the pad id: take the tokenizer's when the model has none."""
     for config in (getattr(model, "config", None), getattr(model, "generation_config", None)):
         if config is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:

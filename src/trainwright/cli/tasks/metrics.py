@@ -19,7 +19,7 @@ class MetricSpec:
     metric: Any  # trainwright.metrics.Metric
 
 
-def load_metrics(specs) -> list[MetricSpec]:
+def load_metrics(specs: Any) -> list[MetricSpec]:
     """``metrics:`` from the config: names (``accuracy``), ``glue/mrpc`` or mappings
     ``{name: f1, config: ..., average: macro}``. Unknown names fail here, before any data is loaded."""
     from ... import metrics as metrics_module
@@ -59,7 +59,7 @@ def merge_results(results: list[tuple[str, dict]]) -> dict[str, float]:
     return merged
 
 
-def logits_of(predictions):
+def logits_of(predictions: Any) -> np.ndarray:
     """The logits (the first output when the model returned several) as a NumPy array."""
     if isinstance(predictions, (tuple, list)):
         predictions = predictions[0]

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
-def where(split: str, value) -> str:
+
+def where(split: str, value: Any) -> str:
     """How messages name a split: ``data.train (path/to/file)``."""
     return f"data.{split} ({value})"
 
 
-def existing_file(cfg, split: str, value, what: str = "") -> str:
+def existing_file(cfg: RunConfig, split: str, value: Any, what: str = "") -> str:
     """The path of ``data.<split><what>``, looked up as RunConfig.resolve_path does; DataError when missing."""
     if not isinstance(value, (str, os.PathLike)):
         raise ConfigError(f"data.{split}{what} must be a file path; got {value!r}.")
@@ -28,7 +32,7 @@ def existing_file(cfg, split: str, value, what: str = "") -> str:
     return path
 
 
-def in_memory_dataset(columns: dict, *identity):
+def in_memory_dataset(columns: dict[str, list], *identity: Any) -> Any:
     """A ``datasets.Dataset`` of ``columns`` with a fingerprint from ``identity`` (the file states and the
     reading options)."""
     import datasets

@@ -3,6 +3,9 @@ per split or source/target columns; evaluates by generating (sacrebleu, bleu, ro
 generated text."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ...errors import ConfigError, DataError, did_you_mean
@@ -11,6 +14,12 @@ from .base import PredictionInputs, Task, check_int
 from .generation import decode, eos_id, set_pad_token_id
 from .metrics import logits_of, merge_results
 from .readers import existing_file, file_state, in_memory_dataset
+
+if TYPE_CHECKING:
+    from ...seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from ..config import RunConfig
+    from .base import LabelInfo
+    from .metrics import MetricSpec
 
 
 class Seq2Seq(Task):
@@ -32,25 +41,25 @@ class Seq2Seq(Task):
     )
     unused_data_keys = ("text_column", "text_columns", "label_column", "label_names")
 
-    def source_column(self, data) -> str:
+    def source_column(self, data: dict) -> str:
         return data.get("source_column") or "source"
 
-    def label_column(self, data) -> str:
+    def label_column(self, data: dict) -> str:
         return data.get("target_column") or "target"
 
-    def input_columns(self, data):
+    def input_columns(self, data: dict) -> list[str]:
         return [self.source_column(data)]
 
-    def required_columns(self, data, with_labels):
+    def required_columns(self, data: dict, with_labels: bool) -> list[tuple[str, str]]:
         cols = [(self.source_column(data), "data.source_column")]
         if with_labels:
             cols.append((self.label_column(data), "data.target_column"))
         return cols
 
-    def cache_key(self, data):
+    def cache_key(self, data: dict) -> list:
         return ["seq2seq", self.label_column(data), data.get("source_prefix") or "", data.get("max_target_length")]
 
-    def check_data_config(self, data):
+    def check_data_config(self, data: dict) -> None:
         check_int(data, "max_target_length", 1)
         for key in ("source_column", "target_column", "source_prefix"):
             if data.get(key) is not None and not isinstance(data[key], str):
@@ -72,13 +81,13 @@ class Seq2Seq(Task):
             if split != "test" and not value.get("target_file"):
                 raise ConfigError(f"data.{split} needs target_file: the references, line-aligned with source_file.")
 
-    def check_metrics(self, metrics):
+    def check_metrics(self, metrics: list[MetricSpec]) -> None:
         for m in metrics:
             if m.metric.name not in self.METRICS:
                 raise ConfigError(f"task: seq2seq scores generated text with {', '.join(self.METRICS)}; "
                                   f"not {m.name!r}.")
 
-    def read_split(self, cfg, split, value):
+    def read_split(self, cfg: RunConfig, split: str, value: Any) -> tuple[Any, str] | None:
         if not isinstance(value, dict):
             return None
         data = cfg.data
@@ -100,7 +109,7 @@ class Seq2Seq(Task):
         return in_memory_dataset(columns, "parallel", state, sorted(columns), data.get("encoding")), where
 
     # ---------------------------------------------------------------- tokenization
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         src, tgt = self.source_column(data), self.label_column(data)
         prefix = data.get("source_prefix") or ""
         max_length = data.get("max_length")
@@ -117,11 +126,11 @@ class Seq2Seq(Task):
 
         return tokenize
 
-    def collator(self, tokenizer, data, model=None, predict=False):
+    def collator(self, tokenizer: Any, data: dict, model: Any = None, predict: bool = False) -> Callable:
         from ...data.seq2seq import DataCollatorForSeq2Seq
         return DataCollatorForSeq2Seq(tokenizer, model=model)
 
-    def config_defaults(self, tokenizer, info):
+    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
         bos = getattr(tokenizer, "bos_token_id", None)
         bos = bos if bos is not None else getattr(tokenizer, "cls_token_id", None)
         start = bos if bos is not None else tokenizer.pad_token_id  # T5 starts decoding from the pad token
@@ -129,22 +138,22 @@ class Seq2Seq(Task):
                 "eos_token_id": eos_id(tokenizer), "decoder_start_token_id": start, "forced_eos_token_id": None}
 
     # ---------------------------------------------------------------- training, metrics and predictions
-    def arguments_class(self):
+    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
         from ...seq2seq import Seq2SeqTrainingArguments
         return Seq2SeqTrainingArguments
 
-    def trainer_class(self):
+    def trainer_class(self) -> type[Seq2SeqTrainer]:
         from ...seq2seq import Seq2SeqTrainer
         return Seq2SeqTrainer
 
-    def training_defaults(self, data):
+    def training_defaults(self, data: dict) -> dict:
         return {"predict_with_generate": True,
                 "generation_max_length": data.get("max_target_length") or self.DEFAULT_MAX_TARGET_LENGTH}
 
-    def predict_overrides(self, data):
+    def predict_overrides(self, data: dict) -> dict:
         return {"predict_with_generate": True, "prediction_loss_only": False}
 
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> Callable | None:
         if not metrics:
             return None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -169,7 +178,7 @@ class Seq2Seq(Task):
 
         return compute
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         ids, gold = inputs.ids, inputs.gold
         sources = inputs.dataset[self.source_column(inputs.data)]
         generated = decode(inputs.tokenizer, predictions)
@@ -181,6 +190,6 @@ class Seq2Seq(Task):
             rows.append(row)
         return rows
 
-    def prepare_model(self, model, tokenizer):
+    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
         return set_pad_token_id(model, tokenizer)
 

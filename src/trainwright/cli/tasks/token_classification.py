@@ -4,6 +4,8 @@ writes the tag of every word."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +24,10 @@ from .base import (
 )
 from .metrics import logits_of, merge_results
 from .readers import existing_file, file_state, in_memory_dataset, where
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from .metrics import MetricSpec
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".tab", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
 
@@ -54,25 +60,25 @@ class TokenClassification(Task):
     METRICS = ("seqeval", "accuracy")
 
     # ---------------------------------------------------------------- config and files
-    def tokens_column(self, data) -> str:
+    def tokens_column(self, data: dict) -> str:
         return data.get("tokens_column") or "tokens"
 
-    def label_column(self, data) -> str:
+    def label_column(self, data: dict) -> str:
         return data.get("tags_column") or data.get("label_column") or "ner_tags"
 
-    def input_columns(self, data):
+    def input_columns(self, data: dict) -> list[str]:
         return [self.tokens_column(data)]
 
-    def required_columns(self, data, with_labels):
+    def required_columns(self, data: dict, with_labels: bool) -> list[tuple[str, str]]:
         cols = [(self.tokens_column(data), "data.tokens_column")]
         if with_labels:
             cols.append((self.label_column(data), "data.tags_column"))
         return cols
 
-    def cache_key(self, data):
+    def cache_key(self, data: dict) -> list:
         return ["token-classification", self.label_column(data), bool(data.get("label_all_tokens"))]
 
-    def check_data_config(self, data):
+    def check_data_config(self, data: dict) -> None:
         check_choice(data, "format", self.FORMATS)
         check_int(data, "token_column_index")
         check_int(data, "label_column_index")
@@ -86,13 +92,13 @@ class TokenClassification(Task):
                               "tags must come from different columns.")
         check_label_names(data, "tags, e.g. [O, B-PER, I-PER]")
 
-    def check_metrics(self, metrics):
+    def check_metrics(self, metrics: list[MetricSpec]) -> None:
         for m in metrics:
             if m.metric.name not in self.METRICS:
                 raise ConfigError(f"task: token-classification computes {' and '.join(self.METRICS)} (entity and "
                                   f"tag scores), not {m.name!r}.")
 
-    def read_split(self, cfg, split, value):
+    def read_split(self, cfg: RunConfig, split: str, value: Any) -> tuple[Any, str] | None:
         data = cfg.data
         fmt = data.get("format") or "auto"
         if fmt == "auto":
@@ -134,7 +140,7 @@ class TokenClassification(Task):
             raise DataError(f"{where} has empty tags in column {column!r}: every word needs a tag.")
         return values
 
-    def label_info(self, train, data):
+    def label_info(self, train: Any, data: dict) -> LabelInfo:
         column = self.label_column(data)
         values = self._tag_values(train, column, "data.train")
         label_names = [str(n) for n in data["label_names"]] if data.get("label_names") is not None else \
@@ -155,7 +161,7 @@ class TokenClassification(Task):
                             "classification needs at least two.")
         return LabelInfo(names=names)
 
-    def check_labels(self, dataset, data, info, where, train_where):
+    def check_labels(self, dataset: Any, data: dict, info: LabelInfo, where: str, train_where: str) -> None:
         column = self.label_column(data)
         unseen = [v for v in self._tag_values(dataset, column, where) if info.id_of(v) is None]
         if unseen:
@@ -163,7 +169,7 @@ class TokenClassification(Task):
                             f"{train_where} never has; known tags: {', '.join(info.names)}. Fix the file or list "
                             "every tag in data.label_names.")
 
-    def model_kwargs(self, info):
+    def model_kwargs(self, info: LabelInfo) -> dict:
         return {"num_labels": info.num_labels, "id2label": info.id2label, "label2id": info.label2id}
 
     # ---------------------------------------------------------------- tokenization
@@ -171,7 +177,7 @@ class TokenClassification(Task):
         return tokenizer([[str(w) for w in ws] for ws in words], is_split_into_words=True, truncation=True,
                          max_length=data.get("max_length"))
 
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         from ...data.token_classification import tokenize_and_align_labels
         if not getattr(tokenizer, "is_fast", True):
             raise ConfigError("task: token-classification needs a fast tokenizer (tokenizer.json) to align words "
@@ -190,12 +196,12 @@ class TokenClassification(Task):
 
         return tokenize
 
-    def collator(self, tokenizer, data, model=None, predict=False):
+    def collator(self, tokenizer: Any, data: dict, model: Any = None, predict: bool = False) -> Callable:
         from ...data.token_classification import DataCollatorForTokenClassification
         return DataCollatorForTokenClassification(tokenizer)
 
     # ---------------------------------------------------------------- metrics and predictions
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> Callable | None:
         if not metrics:
             return None
         names = info.names
@@ -222,7 +228,7 @@ class TokenClassification(Task):
 
         return compute
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         """A word's tag is the model's tag at its first sub-word; words cut off by max_length get O."""
         ids, info, gold, tokenizer, data = inputs.ids, inputs.info, inputs.gold, inputs.tokenizer, inputs.data
         logits = logits_of(predictions)
@@ -249,7 +255,8 @@ class TokenClassification(Task):
 
 
 
-def read_conll(path: str, ti: int, li: int, delimiter: str | None, encoding: str | None, shown: str):
+def read_conll(path: str, ti: int, li: int, delimiter: str | None, encoding: str | None,
+               shown: str) -> tuple[list[list[str]], list[list[str]]]:
     """The sentences (lists of words) and their tags of a CoNLL file: word in column ``ti``, tag in ``li``,
     a blank line between sentences, ``-DOCSTART-`` lines skipped."""
     sentences, tag_lists, words, tags = [], [], [], []
