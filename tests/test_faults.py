@@ -152,8 +152,8 @@ def test_failed_saves_continue_and_keep_the_previous_checkpoint(tmp_path, tokeni
     snapshot = {}
 
     class Snapshot(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 5:  # checkpoint-3 as it was before the failures
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 3:  # checkpoint-3 as it was before the failures (on_save: once it is complete)
                 snapshot.update(_read_all(out / "checkpoint-3"))
             return control
 
