@@ -419,6 +419,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
 
     def _evaluate(self, ignore_keys=None, skip_scheduler: bool = False) -> dict:
         """An evaluation during training: the best-model bookkeeping and a metric-stepped schedule's step."""
+        self.checkpoints.before_evaluation()  # the best so far (read by callbacks) includes the write in flight
         metrics = self.evaluate(ignore_keys=ignore_keys)
         self.checkpoints.update_best(metrics)
         if not skip_scheduler and self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):

@@ -61,11 +61,15 @@ class CheckpointManager:
         self.poll()
         if t.args.save_strategy == "best":
             t.control.should_save = metrics is not None and self.last_eval_was_best
+        if t.control.should_save and self.pending is not None and self.pending.step == t.state.global_step:
+            # this step's checkpoint is already being written (e.g. a step save, then the epoch end): once is enough
+            t.control.should_save = not self.settle()
         if t.control.should_save:
             saves = self.saves
             t._save_checkpoint(metrics)
             if self.saves == saves:  # a subclass's _save_checkpoint that saved by itself: on_save as transformers
                 t.control = t.callback_handler.on_save(t.args, t.state, t.control)
+            t.control.should_save = False  # (on_save, which clears it, comes once the write is complete)
 
     def save(self) -> None:
         """``output_dir/checkpoint-<global_step>``, on every rank together: the state is captured here (the write
@@ -117,25 +121,29 @@ class CheckpointManager:
         if self.pending is not None and not self.trainer.dist.enabled and self.pending.done():
             self.settle()
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """The write in flight completes and every rank learns whether it worked (collective); then, only for a
         complete checkpoint: the best-model values it holds become current, the Hub push starts and ``on_save``
-        is called (with the state as saved). A failed write is logged (training goes on and the next save point
-        saves again) or, with ``on_save_error="stop"``, raised."""
+        is called (with the state as saved; the step's own ``should_save`` is left as it was). A failed write is
+        logged (training goes on and the next save point saves again) or, with ``on_save_error="stop"``, raised.
+        Returns whether a checkpoint was settled and complete."""
         pending, self.pending = self.pending, None
         if pending is None:
-            return
+            return False
         t = self.trainer
         error = pending.wait()
         if not t.dist.all_true(error is None):
             self._failed(pending, error)
-            return
+            return False
         if pending.best is not None:
             t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint = pending.best
         state = t.state if pending.step == t.state.global_step else TrainerState.from_dict(pending.state)
         if t.args.push_to_hub:
             t._push_from_checkpoint(pending.path, state)  # hub.py: a background push, per hub_strategy
+        should_save = t.control.should_save
         t.control = t.callback_handler.on_save(t.args, state, t.control)
+        t.control.should_save = should_save
+        return True
 
     def _failed(self, pending: PendingSave, error: BaseException | None) -> None:
         if error is not None and not isinstance(error, CheckpointError):
@@ -193,14 +201,19 @@ class CheckpointManager:
             return None
         return metric, step, path
 
+    def before_evaluation(self) -> None:
+        """Before an evaluation during training that tracks the best model: a checkpoint still being written is
+        settled first, so that the best so far (which callbacks such as EarlyStoppingCallback read in
+        ``on_evaluate``) includes it if, and only if, it is complete."""
+        if self.pending is not None and self.trainer.args.metric_for_best_model is not None:
+            self.settle()
+
     def update_best(self, metrics: dict) -> bool:
         """Records a new best metric. When a checkpoint is saved at this step, the new best is only pending: the
         save makes it ``best_metric`` / ``best_global_step`` / ``best_model_checkpoint`` once the checkpoint is
         complete, and drops it if the save fails. Without a save at this step it is recorded at once, as HF does.
-        Returns (and remembers, for ``save_strategy="best"``) whether it is a new best. A checkpoint still being
-        written is settled first: the best so far includes it only if it is complete."""
-        if self.pending is not None and self.trainer.args.metric_for_best_model is not None:
-            self.settle()
+        Returns (and remembers, for ``save_strategy="best"``) whether it is a new best."""
+        self.before_evaluation()
         self.last_eval_was_best = self._new_best(metrics)
         return self.last_eval_was_best
 
