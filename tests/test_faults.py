@@ -394,6 +394,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     result = chaos.run_chaos(tmp_path, kills=5, seed=2024, slow=0.03, log=lambda m: print(m, flush=True))
     assert not result["crashes"], result["crashes"]
     assert result["kills"] == 5
+    assert result["kills_by_mode"]["background"] >= 1  # killed while a background write and the next steps ran
     assert not result["incomplete_visible"], result["incomplete_visible"]
     assert result["bit_identical"], (f"final weights differ in {result['mismatched_tensors']}; first divergent "
                                      f"step {result['first_divergent_step']}")

@@ -94,8 +94,14 @@ class CheckpointManager:
             self._start_write(pending, model_view, optimizer_view)
         del model_view, optimizer_view
         self.pending = pending
-        if not args.save_in_background or t.state.global_step >= t.state.max_steps or t.control.should_training_stop:
+        if not self.background or t.state.global_step >= t.state.max_steps or t.control.should_training_stop:
             self.settle()
+
+    @property
+    def background(self) -> bool:
+        """Whether checkpoints are written in a background thread: ``save_in_background``, except under FSDP2,
+        whose model write calls the sharded model's own ``save_pretrained`` (kept on the training thread)."""
+        return bool(self.trainer.args.save_in_background) and not self.trainer.dist.sharded
 
     def _start_write(self, pending: PendingSave, model_view, optimizer_view) -> None:
         t, args = self.trainer, self.trainer.args
@@ -103,7 +109,7 @@ class CheckpointManager:
             snap = take_snapshot(pending.path, model=model_view, optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
                                  scaler=t.precision.scaler, trainer_state=pending.state, training_args=args.to_dict(),
                                  processing_class=t.processing_class, save_only_model=args.save_only_model,
-                                 states=self.components(), copies=self.copies if args.save_in_background else None)
+                                 states=self.components(), copies=self.copies if self.background else None)
         except CheckpointError as e:
             pending.error = e
             return
@@ -114,7 +120,7 @@ class CheckpointManager:
             write_snapshot(snap)
             if limit is not None:
                 rotate_checkpoints(output_dir, limit, best)
-        pending.run(write, background=args.save_in_background)
+        pending.run(write, background=self.background)
 
     def poll(self) -> None:
         """In a single process: settle the write in flight if it has completed (no waiting)."""

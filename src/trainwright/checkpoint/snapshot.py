@@ -6,7 +6,8 @@ the write (which can run in a background thread) never reads the live model, opt
 What the capture does at the save point: the optimizer, scheduler, scaler, RNG and run components' state dicts are
 encoded (JSON-able data plus tensors) and their tensors copied; the model's ``state_dict()`` is copied and later
 written with the model's own ``save_pretrained(state_dict=...)`` (a ``save_pretrained`` that cannot take a state
-dict runs at the save point instead); the trainer state and arguments are already private dicts. Without
+dict runs at the save point instead), and the processing class is saved at the save point (its files are
+fsynced by the write); the trainer state and arguments are already private dicts. Without
 ``copies`` (a synchronous save) nothing is copied and the write reads the objects themselves.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Snapshot:
         self.model_state: dict | None = None  # host copies (None: the write reads the model itself)
         self.model_info: dict | None = None  # set when the model was written at the save point
         self.files: list[tuple] = []  # (relative path, "json" | "tensors", payload, json default)
+        self.external: list[str] | None = None  # the processing class's files, written at the save point
         self.manifest: dict = {}
 
     @property
@@ -62,6 +64,9 @@ def capture(final: str, writer: _Writer, *, model: Any, optimizer: Any = None, l
     if copies is not None:
         copies.begin()
     _capture_model(snap, copies)
+    if copies is not None and processing_class is not None and hasattr(processing_class, "save_pretrained"):
+        # at the save point: the training thread may use (and reconfigure) the tokenizer while the write runs
+        snap.external = writer.run_external(lambda: processing_class.save_pretrained(writer.root), register=False)
     components: dict = {}
     if not save_only_model:
         components = _capture_run_state(snap, optimizer, lr_scheduler, scaler, rng_state, states, copies)
@@ -85,7 +90,10 @@ def write(snap: Snapshot) -> None:
     if model_info is None:
         model_info = _save_model(w, snap.model, checkpoint=True, state=snap.model_state)
     processing_class = snap.processing_class
-    if processing_class is not None and hasattr(processing_class, "save_pretrained"):
+    if snap.external is not None:
+        for rel in snap.external:
+            w.wrote(rel)  # fsynced (and counted) here
+    elif processing_class is not None and hasattr(processing_class, "save_pretrained"):
         w.run_external(lambda: processing_class.save_pretrained(w.root))
     for rel, kind, payload, default in snap.files:
         if "/" in rel:

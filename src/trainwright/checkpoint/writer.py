@@ -63,13 +63,14 @@ class _Writer:
         if self.slow > 0:
             time.sleep(self.slow)
 
-    def run_external(self, fn) -> list[str]:
-        """Run a save_pretrained-like callable that writes into root; register the new files (hashed later)."""
+    def run_external(self, fn, register: bool = True) -> list[str]:
+        """Run a save_pretrained-like callable that writes into root; register the new files (hashed later; with
+        ``register=False`` the caller registers them with :meth:`wrote` later, e.g. in a background write)."""
         before = set(_walk_files(self.root))
         with _quiet_hf_progress():
             fn()
         new = sorted(set(_walk_files(self.root)) - before)
-        for rel in new:
+        for rel in new if register else ():
             self.wrote(rel)
         return new
 
