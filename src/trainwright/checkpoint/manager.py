@@ -8,23 +8,34 @@ of an earlier trainwright kept those in the manifest's untyped ``extra`` dict: i
 
 The best-model bookkeeping: a new best metric found at a step that saves is only recorded once that checkpoint is
 complete (and dropped if the save fails), so ``best_model_checkpoint`` always names a saved model.
+
+Writes in the background (``save_in_background``, :mod:`.background`): a save takes a snapshot of the state and
+leaves the write to a thread; at most one is in flight (:class:`~.background.PendingSave`). It is *settled* (the
+best-model values, the Hub push and ``on_save`` once complete; a failure handled per ``on_save_error``) when it
+has ended (checked after each step, one process only) and at the wait points: the next save, an evaluation that
+tracks the best model, the end of ``train()``, the signal stop, ``save_model`` and an exception leaving ``train()``.
+Under torchrun settling is collective, so it happens only at the wait points, which every rank reaches together.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 from ..distributed import unwrap_model
 from ..errors import CheckpointError, ConfigError
 from ..state import TrainerState
 from . import resume
 from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, take_snapshot, write_snapshot
-from .background import PendingSave
-from .format import PREFIX_CHECKPOINT_DIR
+from .background import CopyGate, PendingSave
+from .format import PREFIX_CHECKPOINT_DIR, _unwrap_optimizer
 from .host_copy import HostCopies
+from .snapshot import make_copies
 
 logger = logging.getLogger("trainwright")
 
@@ -77,6 +88,7 @@ class CheckpointManager:
         (``save_in_background``); see :meth:`settle` for what happens once it is complete. A save at the last step,
         or when training is about to stop, is settled at once."""
         t, args = self.trainer, self.trainer.args
+        start = time.perf_counter()
         self.settle()  # at most one write in flight
         self.saves += 1
         path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{t.state.global_step}")
@@ -88,11 +100,13 @@ class CheckpointManager:
         if best is not None:
             state.update(best_metric=best[0], best_global_step=best[1], best_model_checkpoint=best[2])
         pending = PendingSave(path, t.state.global_step, state, best)
+        pending.started = start
         # FSDP2: collective, the full state gathered on rank 0; otherwise the model and optimizer themselves
         model_view, optimizer_view = t.dist.state_for_saving(t.model, None if args.save_only_model else t.optimizer)
         if t.dist.is_main_process or args.save_on_each_node:
             self._start_write(pending, model_view, optimizer_view)
         del model_view, optimizer_view
+        pending.blocked = time.perf_counter() - start
         self.pending = pending
         if not self.background or t.state.global_step >= t.state.max_steps or t.control.should_training_stop:
             self.settle()
@@ -105,18 +119,28 @@ class CheckpointManager:
 
     def _start_write(self, pending: PendingSave, model_view, optimizer_view) -> None:
         t, args = self.trainer, self.trainer.args
+        # the trained parameters and the optimizer state may be copied by the writer, before the next step()
+        gated = _unwrap_optimizer(t.optimizer) if self.background else None
+        gated = gated if isinstance(gated, torch.optim.Optimizer) else None
         try:
             snap = take_snapshot(pending.path, model=model_view, optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
                                  scaler=t.precision.scaler, trainer_state=pending.state, training_args=args.to_dict(),
                                  processing_class=t.processing_class, save_only_model=args.save_only_model,
-                                 states=self.components(), copies=self.copies if self.background else None)
+                                 states=self.components(), copies=self.copies if self.background else None,
+                                 defer=gated is not None)
         except CheckpointError as e:
             pending.error = e
             return
         best = pending.best[2] if pending.best is not None else t.state.best_model_checkpoint
         output_dir, limit = args.output_dir, args.save_total_limit
+        gate = pending.gate = CopyGate(gated) if snap.copy_jobs else None
 
         def write() -> None:  # no reference to the live state: training goes on meanwhile
+            try:
+                make_copies(snap)
+            finally:
+                if gate is not None:
+                    gate.open()
             write_snapshot(snap)
             if limit is not None:
                 rotate_checkpoints(output_dir, limit, best)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from typing import Any
 
 from .format import (
@@ -31,7 +32,7 @@ from .format import (
     _unwrap_model,
     _unwrap_optimizer,
 )
-from .host_copy import HostCopies, frozen_storages
+from .host_copy import HostCopies, frozen_storages, run_copies, trained_storages
 from .writer import _finish, _save_model, _Writer
 
 
@@ -48,6 +49,8 @@ class Snapshot:
         self.model_info: dict | None = None  # set when the model was written at the save point
         self.files: list[tuple] = []  # (relative path, "json" | "tensors", payload, json default)
         self.external: list[str] | None = None  # the processing class's files, written at the save point
+        self.defer = False  # copy the trained parameters and the optimizer state later (see host_copy)
+        self.copy_jobs: list = []  # those copies, to make before anything is written
         self.manifest: dict = {}
 
     @property
@@ -58,9 +61,13 @@ class Snapshot:
 def capture(final: str, writer: _Writer, *, model: Any, optimizer: Any = None, lr_scheduler: Any = None,
             scaler: Any = None, trainer_state: dict | None = None, training_args: dict | None = None,
             processing_class: Any = None, save_only_model: bool = False, rng_state: bool = True,
-            states: Any = None, extra: dict | None = None, copies: HostCopies | None = None) -> Snapshot:
-    """Everything the checkpoint holds, as of now (see the module docstring)."""
+            states: Any = None, extra: dict | None = None, copies: HostCopies | None = None,
+            defer: bool = False) -> Snapshot:
+    """Everything the checkpoint holds, as of now (see the module docstring). ``defer`` (with ``copies``): the
+    trained parameters and the optimizer state are copied by :func:`write` first (``snap.copy_jobs``); the caller
+    keeps the optimizer from stepping until then."""
     snap = Snapshot(final, writer, model, _param_signature(model), processing_class)
+    snap.defer = bool(defer and copies is not None)
     if copies is not None:
         copies.begin()
     _capture_model(snap, copies)
@@ -79,12 +86,13 @@ def capture(final: str, writer: _Writer, *, model: Any, optimizer: Any = None, l
     if extra:
         snap.manifest["extra"] = _encode(extra, None, "extra", strict=True)
     if copies is not None:
-        copies.end()  # the device copies have landed
+        snap.copy_jobs = copies.end()  # the device copies have landed; the deferred ones are still to make
     return snap
 
 
 def write(snap: Snapshot) -> None:
-    """The files of ``snap`` into its temp dir, each fsynced and hashed, the manifest last."""
+    """The files of ``snap`` into its temp dir, each fsynced and hashed, the manifest last (the deferred copies
+    must have been made: :func:`make_copies`)."""
     w = snap.writer
     model_info = snap.model_info
     if model_info is None:
@@ -105,6 +113,15 @@ def write(snap: Snapshot) -> None:
     _finish(w, snap.signature, model_info, snap.manifest)
 
 
+def make_copies(snap: Snapshot) -> None:
+    """The deferred copies of ``snap`` (once; in the background writer, before anything is written). With the test
+    hook TRAINWRIGHT_TEST_SLOW_CHECKPOINT_SECONDS they start that much later (the next step has to wait)."""
+    jobs, snap.copy_jobs = snap.copy_jobs, []
+    if jobs and snap.writer.slow > 0:
+        time.sleep(snap.writer.slow)
+    run_copies(jobs)
+
+
 def _capture_model(snap: Snapshot, copies: HostCopies | None) -> None:
     m = _unwrap_model(snap.model)
     if copies is None:
@@ -117,7 +134,8 @@ def _capture_model(snap: Snapshot, copies: HostCopies | None) -> None:
     if getattr(m, "state_is_a_copy", False):  # an FSDP2 view: the gathered state is already its own
         snap.model_state = state
     else:
-        snap.model_state = copies.copy_dict("model.", state, frozen_storages(m))
+        snap.model_state = copies.copy_dict("model.", state, frozen_storages(m),
+                                            defer=trained_storages(m) if snap.defer else False)
 
 
 def _takes_state_dict(model: Any, save: Any) -> bool:
@@ -140,7 +158,7 @@ def _capture_run_state(snap: Snapshot, optimizer, lr_scheduler, scaler, rng_stat
         own = getattr(optimizer, "state_is_a_copy", False)
         _add_state(snap, OPTIMIZER_STATE, optimizer.state_dict(), strict=True,
                    cls=type(_unwrap_optimizer(optimizer)).__name__, copies=None if own else copies,
-                   always_tensors=True)
+                   always_tensors=True, defer=snap.defer)
         components["optimizer"] = type(_unwrap_optimizer(optimizer)).__name__
     if lr_scheduler is not None:
         _add_state(snap, SCHEDULER_STATE, lr_scheduler.state_dict(), strict=False, cls=type(lr_scheduler).__name__,
@@ -161,13 +179,13 @@ def _capture_run_state(snap: Snapshot, optimizer, lr_scheduler, scaler, rng_stat
 
 
 def _add_state(snap: Snapshot, stem: str, state: dict, *, strict: bool, cls: str, copies: HostCopies | None,
-               always_tensors: bool = False) -> None:
+               always_tensors: bool = False, defer: bool = False) -> None:
     """``stem.safetensors`` (its tensors, copied) and ``stem.json`` (the rest, encoded now) to write."""
     tensors: dict = {}
     dropped: list = []
     encoded = _encode(state, tensors, "", strict=strict, skipped=dropped)
     if copies is not None:
-        tensors = copies.copy_dict(stem + ":", tensors)
+        tensors = copies.copy_dict(stem + ":", tensors, defer=defer)
     if tensors or always_tensors:
         snap.files.append((stem + ".safetensors", "tensors", tensors, None))
     snap.files.append((stem + ".json", "json", {"class": cls, "state_dict": encoded, "skipped": dropped}, None))
