@@ -89,6 +89,47 @@ def test_resume_from_a_background_written_checkpoint_is_bit_identical(tmp_path, 
     assert [h["loss"] for h in resumed.state.log_history if "loss" in h][-4:] == loss[-4:]
 
 
+def test_a_failed_background_write_is_reported_later_and_training_goes_on(tmp_path, tokenizer, make_tiny_model,
+                                                                          sst2_small, monkeypatch):
+    """The write of checkpoint-4 fails (EIO) while steps 5, 6, ... run: the failure is logged when the Trainer
+    learns of it (after step 4), on_save is not called for it, and the next
+    save point writes checkpoint-8."""
+    import logging
+    monkeypatch.setenv(SLOW, "0.05")
+    monkeypatch.delenv("TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE", raising=False)
+    out = tmp_path / "out"
+    reported = []
+
+    class FailAt4(TrainerCallback):  # the writer reads the variable at the save point
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 4:
+                os.environ["TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE"] = "EIO"
+            else:
+                os.environ.pop("TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE", None)
+
+    class Steps(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.ERROR:
+                reported.append((trainer.state.global_step, record.getMessage()))
+
+    watch = Watch(out, 4)
+    trainer = Trainer(make_tiny_model(), _args(out), train_dataset=sst2_small[0].select(range(64)),
+                      processing_class=tokenizer, callbacks=[FailAt4(), watch])
+    handler = Steps()
+    logging.getLogger("trainwright").addHandler(handler)
+    try:
+        trainer.train()
+    finally:
+        logging.getLogger("trainwright").removeHandler(handler)
+        os.environ.pop("TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE", None)
+    assert len(reported) == 1, reported
+    step, message = reported[0]
+    assert step > 4 and "checkpoint-4" in message and "Input/output error" in message
+    assert [s for _, s in watch.saves] == [8]  # no on_save for the failed checkpoint
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-8"]
+    assert checkpoint_status(out / "checkpoint-8")[0] and not _temp_dirs(out)
+
+
 class Fail(RuntimeError):
     pass
 

@@ -124,10 +124,16 @@ def take_snapshot(checkpoint_dir: Any, *, copies: HostCopies | None = None, **st
         _discard_and_raise(tmp, e, _not_written(final, e))
 
 
-def write_snapshot(snap: Snapshot) -> str:
-    """The second half of :func:`save_checkpoint`: every file written, fsynced and hashed as it is written, the
-    manifest last, the directory renamed into place. Returns the checkpoint's path."""
+def write_snapshot(snap: Snapshot, copied: Any = None) -> str:
+    """The second half of :func:`save_checkpoint`: the deferred copies made (then ``copied()`` is called, also if
+    they failed), every file written, fsynced and hashed as it is written, the manifest last, the directory renamed
+    into place. Returns the checkpoint's path."""
     try:
+        try:
+            snapshot.make_copies(snap)
+        finally:
+            if copied is not None:
+                copied()
         snapshot.write(snap)
         _publish(snap.tmp, snap.final)
         return snap.final

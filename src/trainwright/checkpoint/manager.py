@@ -35,7 +35,6 @@ from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, take
 from .background import CopyGate, PendingSave
 from .format import PREFIX_CHECKPOINT_DIR, _unwrap_optimizer
 from .host_copy import HostCopies
-from .snapshot import make_copies
 
 logger = logging.getLogger("trainwright")
 
@@ -136,12 +135,7 @@ class CheckpointManager:
         gate = pending.gate = CopyGate(gated) if snap.copy_jobs else None
 
         def write() -> None:  # no reference to the live state: training goes on meanwhile
-            try:
-                make_copies(snap)
-            finally:
-                if gate is not None:
-                    gate.open()
-            write_snapshot(snap)
+            write_snapshot(snap, copied=gate.open if gate is not None else None)  # the copies first, then the gate
             if limit is not None:
                 rotate_checkpoints(output_dir, limit, best)
         pending.run(write, background=self.background)

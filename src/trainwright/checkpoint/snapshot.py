@@ -92,7 +92,7 @@ def capture(final: str, writer: _Writer, *, model: Any, optimizer: Any = None, l
 
 def write(snap: Snapshot) -> None:
     """The files of ``snap`` into its temp dir, each fsynced and hashed, the manifest last (the deferred copies
-    must have been made: :func:`make_copies`)."""
+    made first: :func:`make_copies`)."""
     w = snap.writer
     model_info = snap.model_info
     if model_info is None:
