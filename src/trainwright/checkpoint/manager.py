@@ -35,6 +35,7 @@ from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, take
 from .background import CopyGate, PendingSave
 from .format import PREFIX_CHECKPOINT_DIR, _unwrap_optimizer
 from .host_copy import HostCopies
+from .snapshot import make_copies
 
 logger = logging.getLogger("trainwright")
 
@@ -132,7 +133,11 @@ class CheckpointManager:
             return
         best = pending.best[2] if pending.best is not None else t.state.best_model_checkpoint
         output_dir, limit = args.output_dir, args.save_total_limit
-        gate = pending.gate = CopyGate(gated) if snap.copy_jobs else None
+        try:
+            gate = pending.gate = CopyGate(gated) if snap.copy_jobs else None
+        except Exception:  # an Optimizer subclass without step hooks: the copies are made here instead
+            gate = None
+            make_copies(snap)
 
         def write() -> None:  # no reference to the live state: training goes on meanwhile
             write_snapshot(snap, copied=gate.open if gate is not None else None)  # the copies first, then the gate
