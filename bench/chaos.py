@@ -1,7 +1,8 @@
 """Chaos test: SIGKILL a training run at random moments, restart it until it finishes, and check that the final
 weights equal those of one uninterrupted run, bit for bit.
 
-    python bench/chaos.py --kills 50 [--seed 0] [--slow 0.03] [--workdir DIR] [--json results.json]
+    python bench/chaos.py --kills 50 [--seed 0] [--slow 0.03] [--modes step,save,background] [--workdir DIR]
+                          [--json results.json]
 
 The subject is tests/chaos_train.py (a tiny BERT, dropout on, gradient accumulation, 30 steps over 6 epochs, a
 checkpoint every 3 steps, save_total_limit=3, resume_from_checkpoint from the newest complete checkpoint).
@@ -11,7 +12,12 @@ middle of one. Each kill is one of:
 * ``step``:  at a random moment (0-150 ms) after a random one of the next ``3 * save_steps`` optimizer steps
   (anywhere: loading the checkpoint, the step, logging, saving, rotating old checkpoints, the final weights);
 * ``save``:  at a random moment while the temporary directory of one of the next three checkpoints exists
-  (mid-write).
+  (mid-write);
+* ``background``: while a checkpoint is written in the background (``save_in_background``, the default) and
+  training has already gone on past its step: at a random moment once the temporary directory of checkpoint-N
+  exists and a step after N has ended (the kill lands in the write and in the following training steps at once).
+
+The kinds take turns in a random order (each of them once in every three kills).
 
 Each round kills one fresh run ``--kills-per-round`` times, lets it finish, and compares its final weights.
 
@@ -79,11 +85,27 @@ def _steps_done(output_dir: Path, pid: int) -> int:
     return step
 
 
+MODES = ("step", "save", "background")
+
+
 def _temp_dirs(output_dir: Path) -> list[str]:
     try:
         return [n for n in os.listdir(output_dir) if n.startswith(".checkpoint-") and "-tmp-" in n]
     except FileNotFoundError:
         return []
+
+
+def _writes_behind(output_dir: Path, pid: int) -> list[int]:
+    """Steps of the checkpoints that process ``pid`` is writing (its temporary directory exists) and that training
+    has gone past (temporary directories of killed processes are left out)."""
+    done = _steps_done(output_dir, pid)
+    steps = []
+    for name in _temp_dirs(output_dir):
+        head = name[len(".checkpoint-"):].split(".", 1)[0]
+        owner = name.rsplit("-", 2)[-2]
+        if head.isdigit() and owner == str(pid) and int(head) < done:
+            steps.append(int(head))
+    return steps
 
 
 def _checkpoint_dirs(output_dir: Path) -> dict[str, tuple[bool, str]]:
@@ -141,7 +163,7 @@ def first_divergence(reference: Path, chaos: Path) -> int | None:
 
 
 def run_chaos(workdir, kills: int, *, seed: int = 0, slow: float = 0.03, max_steps: int = 30, save_steps: int = 3,
-              kills_per_round: int = 5, timeout: float = 600.0, log=print) -> dict:
+              kills_per_round: int = 5, timeout: float = 600.0, modes: tuple = MODES, log=print) -> dict:
     """Runs the reference, then rounds of chaos under ``workdir``: in each round a fresh run is killed
     ``kills_per_round`` times (fewer in the last round) and then left to finish, and its final weights are compared
     with the reference. Returns a summary dict."""
@@ -153,10 +175,12 @@ def run_chaos(workdir, kills: int, *, seed: int = 0, slow: float = 0.03, max_ste
     reference = run_reference(workdir, args)
     log(f"reference run done in {time.time() - t0:.1f}s")
 
-    result = {"kills_requested": kills, "kills": 0, "kills_during_write": 0, "kills_by_mode": {"step": 0, "save": 0},
+    result = {"kills_requested": kills, "kills": 0, "kills_during_write": 0, "kills_during_background_write": 0,
+              "kills_by_mode": {mode: 0 for mode in modes},
               "launches": 0, "rounds": 0, "resumed_from": [], "incomplete_visible": [], "crashes": [],
               "bit_identical": True, "mismatched_tensors": [], "first_divergent_step": None}
     round_no = 0
+    turn: list[str] = []
     while True:
         round_no += 1
         chaos = workdir / f"chaos-{round_no}"
@@ -170,19 +194,25 @@ def run_chaos(workdir, kills: int, *, seed: int = 0, slow: float = 0.03, max_ste
             result["launches"] += 1
             killed = False
             if result["kills"] < kills and round_kills < kills_per_round:
-                mode = rng.choice(["step", "save"])
-                killed, during_write = _kill_at_random(proc, chaos, mode, rng, slow, max_steps, save_steps, timeout)
+                if not turn:
+                    turn = rng.sample(list(modes), len(modes))
+                mode = turn.pop()
+                killed, during_write, behind = _kill_at_random(proc, chaos, mode, rng, slow, max_steps, save_steps,
+                                                               timeout)
                 if killed:
                     round_kills += 1
                     result["kills"] += 1
                     result["kills_by_mode"][mode] += 1
                     result["kills_during_write"] += during_write
+                    result["kills_during_background_write"] += bool(behind)
                     status = _checkpoint_dirs(chaos)
                     bad = {k: why for k, (ok, why) in status.items() if not ok}
                     if bad:
                         result["incomplete_visible"].append(bad)
                     complete_at_kill |= {k for k, (ok, _) in status.items() if ok}
-                    log(f"kill {result['kills']}/{kills} ({mode}{', mid-write' if during_write else ''}) at step "
+                    where = f", writing checkpoint-{behind[0]} in the background" if behind else \
+                        (", mid-write" if during_write else "")
+                    log(f"kill {result['kills']}/{kills} ({mode}{where}) at step "
                         f"{_steps_done(chaos, proc.pid)}; checkpoints: {sorted(status)}")
             if not killed:
                 rc = proc.wait(timeout=timeout)
@@ -223,15 +253,22 @@ def run_chaos(workdir, kills: int, *, seed: int = 0, slow: float = 0.03, max_ste
 
 
 def _kill_at_random(proc, output_dir: Path, mode: str, rng: random.Random, slow: float, max_steps: int,
-                    save_steps: int, timeout: float) -> tuple[bool, bool]:
-    """Waits for the chosen moment and SIGKILLs ``proc``. Returns (killed, a checkpoint write was in progress)."""
+                    save_steps: int, timeout: float) -> tuple[bool, bool, list[int]]:
+    """Waits for the chosen moment and SIGKILLs ``proc``. Returns (killed, a checkpoint write was in progress, the
+    steps of the checkpoints being written in the background while training had gone past them)."""
     deadline = time.time() + timeout
     while _steps_done(output_dir, proc.pid) < 0:  # importing torch & co.: not interesting to kill
         if proc.poll() is not None or time.time() > deadline:
-            return False, False
+            return False, False, []
         time.sleep(0.02)
     current = _steps_done(output_dir, proc.pid)
-    if mode == "save":
+    if mode == "background":
+        while not _writes_behind(output_dir, proc.pid):
+            if proc.poll() is not None or time.time() > deadline:
+                return False, False, []
+            time.sleep(0.003)
+        time.sleep(rng.uniform(0, slow * 4))
+    elif mode == "save":
         saves = sorted({s for s in range(save_steps, max_steps + 1, save_steps) if s > current} | {max_steps})
         target = f".checkpoint-{rng.choice(saves[:3])}."  # one of the next three saves
         while True:
@@ -239,21 +276,22 @@ def _kill_at_random(proc, output_dir: Path, mode: str, rng: random.Random, slow:
                 time.sleep(rng.uniform(0, slow * 8))
                 break
             if proc.poll() is not None or time.time() > deadline:
-                return False, False
+                return False, False, []
             time.sleep(0.003)
     else:
         target = rng.randint(current, min(max_steps - 1, current + 3 * save_steps))  # soon: kills spread over the run
         while _steps_done(output_dir, proc.pid) < target:
             if proc.poll() is not None or time.time() > deadline:
-                return False, False
+                return False, False, []
             time.sleep(0.003)
         time.sleep(rng.uniform(0, 0.15))
     if proc.poll() is not None:
-        return False, False
-    during_write = bool(_temp_dirs(output_dir))
+        return False, False, []
+    behind = _writes_behind(output_dir, proc.pid)
+    during_write = any(name.rsplit("-", 2)[-2] == str(proc.pid) for name in _temp_dirs(output_dir))  # its own
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return True, during_write
+    return True, during_write, behind
 
 
 def main(argv=None) -> int:
@@ -263,6 +301,7 @@ def main(argv=None) -> int:
                    help="kills in one run before it is left to finish and compared; then a fresh run starts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slow", type=float, default=0.03, help="seconds of sleep after each checkpoint file")
+    p.add_argument("--modes", default=",".join(MODES), help="the kill kinds, comma-separated")
     p.add_argument("--max-steps", type=int, default=30)
     p.add_argument("--save-steps", type=int, default=3)
     p.add_argument("--workdir", default=None, help="default: a fresh temporary directory (removed on success)")
@@ -270,7 +309,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="trainwright-chaos-"))
     result = run_chaos(workdir, a.kills, seed=a.seed, slow=a.slow, max_steps=a.max_steps, save_steps=a.save_steps,
-                       kills_per_round=a.kills_per_round, log=lambda m: print(m, flush=True))
+                       kills_per_round=a.kills_per_round, modes=tuple(a.modes.split(",")),
+                       log=lambda m: print(m, flush=True))
     ok = result["bit_identical"] and not result["incomplete_visible"] and not result["crashes"] \
         and result["kills"] == a.kills
     summary = {k: v for k, v in result.items() if k != "crashes"} | {"crashes": len(result["crashes"]), "ok": ok}

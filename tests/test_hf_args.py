@@ -24,8 +24,7 @@ from trainwright import ConfigError, Seq2SeqTrainer, Seq2SeqTrainingArguments, T
 
 CLIENTS = Path(__file__).resolve().parent / "client_scripts"
 OURS_ONLY = {"logging_dir", "max_tokens_per_batch", "max_consecutive_nonfinite_steps", "on_save_error", "write_report",
-             "trim_padding",
-             "chunked_cross_entropy"}
+             "trim_padding", "chunked_cross_entropy", "save_in_background"}
 
 
 @dataclass

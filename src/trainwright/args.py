@@ -207,6 +207,8 @@ class TrainingArguments(ProcessView, Setters):
     max_consecutive_nonfinite_steps: int = _arg(10, "trainwright: stop after N consecutive NaN/inf steps.")
     on_save_error: str = _arg("continue", "trainwright: what a failed checkpoint write does: continue or stop.",
                               choices=["continue", "stop"])
+    save_in_background: bool = _arg(True, "trainwright: write checkpoints in a background thread; training waits "
+                                          "only for a copy of the state in host memory (False: before the next step).")
     write_report: bool = _arg(True, "trainwright: write report.html at the end of train().")
     # True / False / tokens per chunk; annotated str for HfArgumentParser ("true", "false", "1024"), read by _validate
     chunked_cross_entropy: str | None = _arg(

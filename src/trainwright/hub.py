@@ -466,10 +466,10 @@ class HubMixin:
         except HubError as e:
             logger.warning("save_model: the model is saved but was not pushed: %s", e)
 
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """After a checkpoint save: queue a background push of the model (and of the checkpoint with
-        ``hub_strategy`` ``"checkpoint"`` / ``"all_checkpoints"``)."""
-        args = self.args
+    def _push_from_checkpoint(self, checkpoint_folder: str, state: Any = None) -> None:
+        """Once a checkpoint is complete: queue a background push of the model (and of the checkpoint with
+        ``hub_strategy`` ``"checkpoint"`` / ``"all_checkpoints"``); ``state``: the trainer state it was saved at."""
+        args, state = self.args, self.state if state is None else state
         if not args.push_to_hub or not self.is_world_process_zero() or args.hub_strategy == "end":
             return
         sync = self._hub_sync()
@@ -480,17 +480,17 @@ class HubMixin:
             return
         if not args.hub_always_push and sync.busy():
             logger.info("The previous push to the Hub is still running: the save at step %d is not pushed "
-                        "(hub_always_push=True queues every save).", self.state.global_step)
+                        "(hub_always_push=True queues every save).", state.global_step)
             return
-        self.callback_handler.on_push_begin(args, self.state, self.control)
+        self.callback_handler.on_push_begin(args, state, self.control)
         if args.save_strategy == "steps":
-            message = f"Training in progress, step {self.state.global_step}"
+            message = f"Training in progress, step {state.global_step}"
         else:
-            message = f"Training in progress, epoch {int(self.state.epoch)}"
+            message = f"Training in progress, epoch {int(state.epoch)}"
         path_in_repo = {"checkpoint": LAST_CHECKPOINT, "all_checkpoints": Path(checkpoint_folder).name}.get(
             args.hub_strategy)
         push = sync.new_push(message, checkpoint_path_in_repo=path_in_repo,
-                             what=f"the save at step {self.state.global_step}")
+                             what=f"the save at step {state.global_step}")
         try:
             snapshot_output_dir(args.output_dir, push.root)
             overlay_checkpoint_model(checkpoint_folder, push.root, self.processing_class)

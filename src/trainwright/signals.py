@@ -78,9 +78,12 @@ def stop_on_signal(trainer: Any) -> None:
     """After the step the signal arrived in (every rank at the same step): write a checkpoint, put the handlers back,
     tell the user how to resume, and exit with ``128 + signum``."""
     signum = trainer.stop_signal.received
+    saves = trainer.checkpoints.saves
     trainer._save_checkpoint()
     trainer.stop_signal.restore_handlers()
-    trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    if trainer.checkpoints.saves == saves:  # a subclass's _save_checkpoint saved by itself
+        trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    trainer.checkpoints.settle()  # the checkpoint written completely (in the background) before exiting
     if trainer.dist.is_main_process:
         path = os.path.join(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
         print(f"Checkpoint written to {path}. Resume with: trainer.train(resume_from_checkpoint=True)  (CLI: "

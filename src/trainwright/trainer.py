@@ -246,7 +246,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         if kwargs:
             raise ConfigError(f"train() got unexpected arguments {sorted(kwargs)}; it takes "
                               "resume_from_checkpoint, trial and ignore_keys_for_eval.")
-        with self.stop_signal.scope():  # the handlers are restored and the flag cleared, whatever happens
+        with self.stop_signal.scope(), self.checkpoints.scope():  # handlers restored, the write in flight ended
             resume, fall_back = self.checkpoints.resume_target(resume_from_checkpoint)
             self._memory_tracker.start("train")
             check_output_dir(self.args.output_dir)
@@ -348,8 +348,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         and the report."""
         start_time, start_step, start_samples = start
         self.throughput.flush(self.state)  # every rank: the rows and tokens since the last log, summed over ranks
-        if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
-            self.checkpoints.load_best_model()
+        self.checkpoints.finish()  # the checkpoint in flight complete, then load_best_model_at_end
         runtime = time.time() - start_time
         train_loss = self.loss_tracker.train_loss()
         # speed metrics count this call's work only (a resumed run does not claim the steps before it)
@@ -420,6 +419,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
 
     def _evaluate(self, ignore_keys=None, skip_scheduler: bool = False) -> dict:
         """An evaluation during training: the best-model bookkeeping and a metric-stepped schedule's step."""
+        self.checkpoints.before_evaluation()  # the best so far (read by callbacks) includes the write in flight
         metrics = self.evaluate(ignore_keys=ignore_keys)
         self.checkpoints.update_best(metrics)
         if not skip_scheduler and self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):
@@ -502,6 +502,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         # as HF, no barrier: rank 0 alone may call it (`if trainer.is_world_process_zero(): trainer.save_model()`).
         # FSDP2 gathers the full state from every rank: a rank-0-only call is refused instead of hanging
         self.dist.check_every_rank_calls("save_model")
+        self.checkpoints.wait_for_write()  # the checkpoint being written in the background first
         model_view, _ = self.dist.state_for_saving(self.model)  # FSDP2: collective, gathered on rank 0
         if self.dist.is_main_process:
             save_model_dir(output_dir, model_view, self.processing_class)

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import CheckpointError
-from . import safe_fs
+from . import safe_fs, snapshot
 from .format import (
     _CHECKPOINT_RE,
     _TEMP_RE,
@@ -46,14 +46,13 @@ from .format import (
     TRAINING_ARGS_NAME,
     _decode,
     _describe,
-    _encode,
     _exists,
-    _get_rng_state,
-    _lenient_json_default,
+    _param_signature,
     _set_rng_state,
     _step_of,
     _unwrap_optimizer,
 )
+from .host_copy import HostCopies
 from .reader import (
     _apply,
     _apply_model_state,
@@ -66,6 +65,7 @@ from .reader import (
     _refuse_pickles,
     _verify,
 )
+from .snapshot import Snapshot
 from .writer import (
     _finish,
     _fsync_dir,
@@ -73,8 +73,6 @@ from .writer import (
     _move_files_in,
     _publish,
     _save_model,
-    _save_optimizer,
-    _save_state_dict,
     _temp_name,
     _Writer,
 )
@@ -104,6 +102,16 @@ def save_checkpoint(checkpoint_dir: Any, *, model: Any, optimizer: Any = None, l
     On any failure the temporary directory is removed, an existing checkpoint at the same path is left intact, and
     a CheckpointError naming the directory and the underlying error is raised (chained).
     """
+    return write_snapshot(take_snapshot(
+        checkpoint_dir, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler,
+        trainer_state=trainer_state, training_args=training_args, processing_class=processing_class,
+        save_only_model=save_only_model, rng_state=rng_state, states=states, extra=extra))
+
+
+def take_snapshot(checkpoint_dir: Any, *, copies: HostCopies | None = None, **state: Any) -> Snapshot:
+    """The first half of :func:`save_checkpoint` (same arguments): the temp dir made and everything the checkpoint
+    holds captured as of now; with ``copies`` every tensor is copied to host memory, so that training may go on
+    while :func:`write_snapshot` runs (in another thread). Raises CheckpointError as save_checkpoint does."""
     final = os.path.abspath(os.fspath(checkpoint_dir))
     parent = os.path.dirname(final)
     tmp = None
@@ -111,27 +119,32 @@ def save_checkpoint(checkpoint_dir: Any, *, model: Any, optimizer: Any = None, l
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, _temp_name(os.path.basename(final), "tmp"))
         os.mkdir(tmp)
-        w = _Writer(tmp)
-        model_info = _save_model(w, model, checkpoint=True)
-        if processing_class is not None and hasattr(processing_class, "save_pretrained"):
-            w.run_external(lambda: processing_class.save_pretrained(tmp))
-        components = {} if save_only_model else _save_run_state(w, optimizer, lr_scheduler, scaler, rng_state, states)
-        if trainer_state is not None:
-            w.write_json(TRAINER_STATE_NAME, trainer_state)
-        if training_args is not None:
-            w.write_json(TRAINING_ARGS_NAME, training_args, default=_lenient_json_default)
-        manifest = {"kind": "checkpoint", "save_only_model": bool(save_only_model), "components": components,
-                    "global_step": (trainer_state or {}).get("global_step")}
-        if extra:
-            manifest["extra"] = _encode(extra, None, "extra", strict=True)
-        _finish(w, model, model_info, manifest)
-        _publish(tmp, final)
-        return final
+        return snapshot.capture(final, _Writer(tmp), copies=copies, **state)
     except BaseException as e:
-        hint = "; free disk space or lower save_total_limit" if isinstance(e,
-                                                                           OSError) and e.errno == errno.ENOSPC else ""
-        _discard_and_raise(tmp, e, f"could not write checkpoint {final}: {_describe(e)}{hint}. Nothing was written "
-                                   "there; any earlier checkpoint is intact.")
+        _discard_and_raise(tmp, e, _not_written(final, e))
+
+
+def write_snapshot(snap: Snapshot, copied: Any = None) -> str:
+    """The second half of :func:`save_checkpoint`: the deferred copies made (then ``copied()`` is called, also if
+    they failed), every file written, fsynced and hashed as it is written, the manifest last, the directory renamed
+    into place. Returns the checkpoint's path."""
+    try:
+        try:
+            snapshot.make_copies(snap)
+        finally:
+            if copied is not None:
+                copied()
+        snapshot.write(snap)
+        _publish(snap.tmp, snap.final)
+        return snap.final
+    except BaseException as e:
+        _discard_and_raise(snap.tmp, e, _not_written(snap.final, e))
+
+
+def _not_written(final: str, e: BaseException) -> str:
+    hint = "; free disk space or lower save_total_limit" if isinstance(e, OSError) and e.errno == errno.ENOSPC else ""
+    return f"could not write checkpoint {final}: {_describe(e)}{hint}. Nothing was written there; any earlier " \
+           "checkpoint is intact."
 
 
 def _discard_and_raise(tmp: str | None, e: BaseException, message: str):
@@ -142,30 +155,6 @@ def _discard_and_raise(tmp: str | None, e: BaseException, message: str):
     if not isinstance(e, Exception):
         raise e
     raise CheckpointError(message) from e
-
-
-def _save_run_state(w: _Writer, optimizer, lr_scheduler, scaler, rng_state: bool, states) -> dict:
-    """The optimizer, scheduler, scaler, RNG and stateful components; returns the manifest's ``components``."""
-    components: dict[str, Any] = {}
-    if optimizer is not None:
-        _save_optimizer(w, optimizer)
-        components["optimizer"] = type(_unwrap_optimizer(optimizer)).__name__
-    if lr_scheduler is not None:
-        _save_state_dict(w, SCHEDULER_STATE, lr_scheduler.state_dict(), strict=False, cls=type(lr_scheduler).__name__)
-        components["lr_scheduler"] = type(lr_scheduler).__name__
-    if scaler is not None:
-        _save_state_dict(w, SCALER_STATE, scaler.state_dict(), strict=True, cls=type(scaler).__name__)
-        components["scaler"] = type(scaler).__name__
-    if rng_state:
-        _save_state_dict(w, RNG_STATE, _get_rng_state(), strict=True, cls="rng", always_tensors=True)
-        components["rng_state"] = True
-    if states:
-        os.mkdir(os.path.join(w.root, STATES_DIR))
-        for name, component in states.items():
-            _save_state_dict(w, f"{STATES_DIR}/{name}", component.state_dict(), strict=True,
-                             cls=type(component).__name__)
-        components["states"] = {name: type(component).__name__ for name, component in states.items()}
-    return components
 
 
 def load_checkpoint(
@@ -340,10 +329,10 @@ def save_model_dir(output_dir: Any, model: Any, processing_class: Any = None) ->
         if processing_class is not None and hasattr(processing_class, "save_pretrained"):
             w.run_external(lambda: processing_class.save_pretrained(tmp))
         if not in_place:
-            _finish(w, model, model_info, {"kind": "model"})
+            _finish(w, _param_signature(model), model_info, {"kind": "model"})
             _publish(tmp, final)
             return final
-        manifest = _finish(w, model, model_info, {"kind": "model"}, write=False)
+        manifest = _finish(w, _param_signature(model), model_info, {"kind": "model"}, write=False)
         _move_files_in(tmp, final, manifest)
         return final
     except BaseException as e:

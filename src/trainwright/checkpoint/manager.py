@@ -8,19 +8,34 @@ of an earlier trainwright kept those in the manifest's untyped ``extra`` dict: i
 
 The best-model bookkeeping: a new best metric found at a step that saves is only recorded once that checkpoint is
 complete (and dropped if the save fails), so ``best_model_checkpoint`` always names a saved model.
+
+Writes in the background (``save_in_background``, :mod:`.background`): a save takes a snapshot of the state and
+leaves the write to a thread; at most one is in flight (:class:`~.background.PendingSave`). It is *settled* (the
+best-model values, the Hub push and ``on_save`` once complete; a failure handled per ``on_save_error``) when it
+has ended (checked after each step, one process only) and at the wait points: the next save, an evaluation that
+tracks the best model, the end of ``train()``, the signal stop, ``save_model`` and an exception leaving ``train()``.
+Under torchrun settling is collective, so it happens only at the wait points, which every rank reaches together.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 from ..distributed import unwrap_model
 from ..errors import CheckpointError, ConfigError
 from ..state import TrainerState
 from . import resume
-from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, save_checkpoint
-from .format import PREFIX_CHECKPOINT_DIR
+from .api import latest_checkpoint, load_model_weights, rotate_checkpoints, take_snapshot, write_snapshot
+from .background import CopyGate, PendingSave
+from .format import PREFIX_CHECKPOINT_DIR, _unwrap_optimizer
+from .host_copy import HostCopies
+from .snapshot import make_copies
 
 logger = logging.getLogger("trainwright")
 
@@ -39,6 +54,10 @@ class CheckpointManager:
         self.data_order = resume.DataOrder(trainer)
         self.pending_best: tuple | None = None  # (value, step): a new best waiting for its checkpoint
         self.last_eval_was_best = False
+        self.pending: PendingSave | None = None  # the checkpoint being written (at most one)
+        self._orphan: PendingSave | None = None  # one left writing by a train() interrupted with KeyboardInterrupt
+        self.copies = HostCopies()  # host buffers for the snapshots, reused from one save to the next
+        self.saves = 0
 
     def components(self) -> dict:
         """The run's stateful components, by the name their state is saved under."""
@@ -47,70 +66,183 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ saving
     def save_if_due(self, metrics: dict | None) -> None:
-        """After a step's logging and evaluation: save when the control says so (with ``save_strategy="best"``:
-        when this evaluation found a new best)."""
+        """After a step's logging and evaluation: settle a write that has completed (one process), then save when
+        the control says so (with ``save_strategy="best"``: when this evaluation found a new best)."""
         t = self.trainer
+        self.poll()
         if t.args.save_strategy == "best":
             t.control.should_save = metrics is not None and self.last_eval_was_best
+        if t.control.should_save and self.pending is not None and self.pending.step == t.state.global_step:
+            # this step's checkpoint is already being written (e.g. a step save, then the epoch end): once is enough
+            t.control.should_save = not self.settle()
         if t.control.should_save:
+            saves = self.saves
             t._save_checkpoint(metrics)
-            t.control = t.callback_handler.on_save(t.args, t.state, t.control)
+            if self.saves == saves:  # a subclass's _save_checkpoint that saved by itself: on_save as transformers
+                t.control = t.callback_handler.on_save(t.args, t.state, t.control)
+            t.control.should_save = False  # (on_save, which clears it, comes once the write is complete)
 
     def save(self) -> None:
-        """``output_dir/checkpoint-<global_step>``, on every rank together (the write itself on the writing rank);
-        then rotation and, with ``push_to_hub``, a background push. A failed write is logged and retried at the next
-        save point, unless ``on_save_error="stop"``."""
+        """``output_dir/checkpoint-<global_step>``, on every rank together: the state is captured here (the write
+        in flight, if any, completes first) and written in the background on the writing rank
+        (``save_in_background``); see :meth:`settle` for what happens once it is complete. A save at the last step,
+        or when training is about to stop, is settled at once."""
         t, args = self.trainer, self.trainer.args
+        start = time.perf_counter()
+        self.settle()  # at most one write in flight
+        self.saves += 1
         path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{t.state.global_step}")
-        previous_best = (t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint)
         if t.throughput is not None:
             t.throughput.flush(t.state)  # collective like the save itself: the saved counts are global
-        self._settle_best(path)
+        best = self._best_for(path)
         t.state.stateful_callbacks = t.callback_states.state_dict()
+        state = t.state.to_dict()  # a deep copy: the state as this checkpoint holds it
+        if best is not None:
+            state.update(best_metric=best[0], best_global_step=best[1], best_model_checkpoint=best[2])
+        pending = PendingSave(path, t.state.global_step, state, best)
+        pending.started = start
         # FSDP2: collective, the full state gathered on rank 0; otherwise the model and optimizer themselves
         model_view, optimizer_view = t.dist.state_for_saving(t.model, None if args.save_only_model else t.optimizer)
-        saved = True
         if t.dist.is_main_process or args.save_on_each_node:
-            saved = self._write(path, model_view, optimizer_view)
+            self._start_write(pending, model_view, optimizer_view)
         del model_view, optimizer_view
-        if not t.dist.all_true(saved):  # collective (the barrier): every rank learns whether the write worked
-            # the best-model bookkeeping changes only with a complete checkpoint
-            t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint = previous_best
-        elif args.push_to_hub:
-            t._push_from_checkpoint(path)  # hub.py: a background push, per hub_strategy
+        pending.blocked = time.perf_counter() - start
+        self.pending = pending
+        if not self.background or t.state.global_step >= t.state.max_steps or t.control.should_training_stop:
+            self.settle()
 
-    def _write(self, path: str, model_view, optimizer_view) -> bool:
+    @property
+    def background(self) -> bool:
+        """Whether checkpoints are written in a background thread: ``save_in_background``, except under FSDP2,
+        whose model write calls the sharded model's own ``save_pretrained`` (kept on the training thread)."""
+        return bool(self.trainer.args.save_in_background) and not self.trainer.dist.sharded
+
+    def _start_write(self, pending: PendingSave, model_view, optimizer_view) -> None:
         t, args = self.trainer, self.trainer.args
+        # the trained parameters and the optimizer state may be copied by the writer, before the next step()
+        gated = _unwrap_optimizer(t.optimizer) if self.background else None
+        gated = gated if isinstance(gated, torch.optim.Optimizer) else None
         try:
-            save_checkpoint(path, model=model_view, optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
-                            scaler=t.precision.scaler, trainer_state=t.state.to_dict(), training_args=args.to_dict(),
-                            processing_class=t.processing_class, save_only_model=args.save_only_model,
-                            states=self.components())
+            snap = take_snapshot(pending.path, model=model_view, optimizer=optimizer_view, lr_scheduler=t.lr_scheduler,
+                                 scaler=t.precision.scaler, trainer_state=pending.state, training_args=args.to_dict(),
+                                 processing_class=t.processing_class, save_only_model=args.save_only_model,
+                                 states=self.components(), copies=self.copies if self.background else None,
+                                 defer=gated is not None)
         except CheckpointError as e:
-            if args.on_save_error == "stop":
-                raise
-            logger.error("Saving checkpoint %s failed: %s. Training goes on and the save is retried at the next save "
-                         "point (on_save_error='stop' stops instead).", path, str(e).rstrip("."))
+            pending.error = e
+            return
+        best = pending.best[2] if pending.best is not None else t.state.best_model_checkpoint
+        output_dir, limit = args.output_dir, args.save_total_limit
+        try:
+            gate = pending.gate = CopyGate(gated) if snap.copy_jobs else None
+        except Exception:  # an Optimizer subclass without step hooks: the copies are made here instead
+            gate = None
+            make_copies(snap)
+
+        def write() -> None:  # no reference to the live state: training goes on meanwhile
+            write_snapshot(snap, copied=gate.open if gate is not None else None)  # the copies first, then the gate
+            if limit is not None:
+                rotate_checkpoints(output_dir, limit, best)
+        pending.run(write, background=self.background)
+
+    def poll(self) -> None:
+        """In a single process: settle the write in flight if it has completed (no waiting)."""
+        if self.pending is not None and not self.trainer.dist.enabled and self.pending.done():
+            self.settle()
+
+    def settle(self) -> bool:
+        """The write in flight completes and every rank learns whether it worked (collective); then, only for a
+        complete checkpoint: the best-model values it holds become current, the Hub push starts and ``on_save``
+        is called (with the state as saved; the step's own ``should_save`` is left as it was). A failed write is
+        logged (training goes on and the next save point saves again) or, with ``on_save_error="stop"``, raised.
+        Returns whether a checkpoint was settled and complete."""
+        pending, self.pending = self.pending, None
+        if pending is None:
             return False
-        if args.save_total_limit is not None:
-            rotate_checkpoints(args.output_dir, args.save_total_limit, t.state.best_model_checkpoint)
+        t = self.trainer
+        error = pending.wait()
+        if not t.dist.all_true(error is None):
+            self._failed(pending, error)
+            return False
+        if pending.best is not None:
+            t.state.best_metric, t.state.best_global_step, t.state.best_model_checkpoint = pending.best
+        state = t.state if pending.step == t.state.global_step else TrainerState.from_dict(pending.state)
+        if t.args.push_to_hub:
+            t._push_from_checkpoint(pending.path, state)  # hub.py: a background push, per hub_strategy
+        should_save = t.control.should_save
+        t.control = t.callback_handler.on_save(t.args, state, t.control)
+        t.control.should_save = should_save
         return True
 
+    def _failed(self, pending: PendingSave, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, CheckpointError):
+            raise error  # not a failed write (e.g. a bug in a callback-free path): as if it had run here
+        if self.trainer.args.on_save_error == "stop":
+            raise error or CheckpointError(f"Saving checkpoint {pending.path} failed on another process (see its "
+                                           "log); on_save_error='stop' stops training.")
+        if error is not None:
+            logger.error("Saving checkpoint %s failed: %s. Training goes on and the save is retried at the next save "
+                         "point (on_save_error='stop' stops instead).", pending.path, str(error).rstrip("."))
+
+    def wait_for_write(self) -> None:
+        """Before ``save_model``: the write in flight completes (settled too in a single process)."""
+        if self.pending is not None:
+            self.settle() if not self.trainer.dist.enabled else self.pending.wait()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Around ``train()``: a write left by an earlier call completes first; when ``train()`` raises, the write
+        in flight is waited for (not for KeyboardInterrupt: the non-daemon thread still finishes it before the
+        interpreter exits) and a failure is logged; the host buffers are freed at the end."""
+        if self._orphan is not None:
+            self._orphan.wait()
+            self._orphan = None
+        try:
+            yield
+        except BaseException as e:
+            pending, self.pending = self.pending, None
+            if pending is not None and isinstance(e, KeyboardInterrupt):
+                self._orphan = pending
+            elif pending is not None and pending.wait() is not None:
+                logger.error("The checkpoint %s being written when training stopped could not be written: %s",
+                             pending.path, pending.error)
+            raise
+        finally:
+            self.copies.release()
+
+    def finish(self) -> None:
+        """At the end of training: the write in flight completes, then the best model is loaded
+        (``load_best_model_at_end``)."""
+        self.settle()
+        if self.trainer.args.load_best_model_at_end and self.trainer.state.best_model_checkpoint is not None:
+            self.load_best_model()
+
     # ------------------------------------------------------------------ the best model
-    def _settle_best(self, path: str) -> None:
-        """A best found at this step is written into this checkpoint's state (undone if the write fails)."""
+    def _best_for(self, path: str) -> tuple | None:
+        """The best-model values this checkpoint makes current once complete: a best found at this step names it
+        (None when nothing changes)."""
         state = self.trainer.state
         pending, self.pending_best = self.pending_best, None
+        metric, step = state.best_metric, state.best_global_step
         if pending is not None and pending[1] == state.global_step:
-            state.best_metric, state.best_global_step = pending
-        if state.best_global_step == state.global_step:
-            state.best_model_checkpoint = path
+            metric, step = pending
+        if step != state.global_step:
+            return None
+        return metric, step, path
+
+    def before_evaluation(self) -> None:
+        """Before an evaluation during training that tracks the best model: a checkpoint still being written is
+        settled first, so that the best so far (which callbacks such as EarlyStoppingCallback read in
+        ``on_evaluate``) includes it if, and only if, it is complete."""
+        if self.pending is not None and self.trainer.args.metric_for_best_model is not None:
+            self.settle()
 
     def update_best(self, metrics: dict) -> bool:
         """Records a new best metric. When a checkpoint is saved at this step, the new best is only pending: the
         save makes it ``best_metric`` / ``best_global_step`` / ``best_model_checkpoint`` once the checkpoint is
         complete, and drops it if the save fails. Without a save at this step it is recorded at once, as HF does.
         Returns (and remembers, for ``save_strategy="best"``) whether it is a new best."""
+        self.before_evaluation()
         self.last_eval_was_best = self._new_best(metrics)
         return self.last_eval_was_best
 
@@ -148,6 +280,8 @@ class CheckpointManager:
             load_model_weights(path, t.dist.state_for_loading(t.model)[0])
 
     def last_checkpoint_path(self) -> str | None:
+        if self.pending is not None:
+            self.pending.wait()  # (an error path: the newest checkpoint may still be being written)
         try:
             return latest_checkpoint(self.trainer.args.output_dir)
         except Exception:

@@ -21,21 +21,17 @@ import warnings
 import torch
 
 from ..errors import CheckpointError
-from . import safe_fs
+from . import safe_fs, stream
 from .format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     MODEL_WEIGHTS_NAME,
-    OPTIMIZER_STATE,
     _dedupe_tensors,
-    _encode,
     _exists,
     _fingerprint,
     _json_default,
-    _param_signature,
     _sha256,
     _unwrap_model,
-    _unwrap_optimizer,
     _walk_files,
 )
 from .reader import _pickle_reason, _read_json
@@ -45,17 +41,20 @@ _FAIL_ENV = "TRAINWRIGHT_TEST_FAIL_CHECKPOINT_WRITE"
 
 
 class _Writer:
-    """Writes files into the temp dir, fsyncs each, and applies the test hooks (read at call time)."""
+    """Writes files into the temp dir, fsyncs each, hashes what it writes itself as it writes it (``hashes``:
+    relative path -> (size, sha256)), and applies the test hooks (read when the writer is made: at the save point)."""
 
     def __init__(self, root: str):
         self.root = root
         self.count = 0
+        self.hashes: dict[str, tuple[int, str]] = {}
         self.slow = float(os.environ.get(_SLOW_ENV) or 0)
         self.fail = (os.environ.get(_FAIL_ENV) or "").strip().upper()
 
-    def wrote(self, rel: str, *, last: bool = False) -> None:
+    def wrote(self, rel: str, *, last: bool = False, synced: bool = False) -> None:
         full = os.path.join(self.root, rel)
-        _fsync_file(full)
+        if not synced:
+            _fsync_file(full)
         self.count += 1
         if self.fail and (self.count >= 2 or last):
             code = getattr(errno, self.fail, None)
@@ -64,35 +63,37 @@ class _Writer:
         if self.slow > 0:
             time.sleep(self.slow)
 
-    def run_external(self, fn) -> list[str]:
-        """Run a save_pretrained-like callable that writes into root; register the new files."""
+    def run_external(self, fn, register: bool = True) -> list[str]:
+        """Run a save_pretrained-like callable that writes into root; register the new files (hashed later; with
+        ``register=False`` the caller registers them with :meth:`wrote` later, e.g. in a background write)."""
         before = set(_walk_files(self.root))
         with _quiet_hf_progress():
             fn()
         new = sorted(set(_walk_files(self.root)) - before)
-        for rel in new:
+        for rel in new if register else ():
             self.wrote(rel)
         return new
 
     def write_bytes(self, rel: str, data: bytes, *, last: bool = False) -> None:
-        with open(os.path.join(self.root, rel), "wb") as f:
-            f.write(data)
-        self.wrote(rel, last=last)
+        self.hashes[rel] = stream.write_bytes(os.path.join(self.root, rel), data)
+        self.wrote(rel, last=last, synced=True)
 
     def write_json(self, rel: str, obj, *, default=None, last: bool = False) -> None:
         text = json.dumps(obj, indent=2, sort_keys=True, default=default or _json_default) + "\n"
         self.write_bytes(rel, text.encode("utf-8"), last=last)
 
     def write_tensors(self, rel: str, tensors: dict, metadata: dict | None = None) -> dict[str, str]:
-        from safetensors.torch import save_file
-
         unique, aliases = _dedupe_tensors(tensors)
-        save_file(unique, os.path.join(self.root, rel), metadata=metadata or {"format": "pt"})
-        self.wrote(rel)
+        written = stream.write_safetensors(os.path.join(self.root, rel), unique, metadata or {"format": "pt"})
+        if written is not None:
+            self.hashes[rel] = written
+        self.wrote(rel, synced=written is not None)
         return aliases
 
 
-def _save_model(w: _Writer, model, *, checkpoint: bool) -> dict:
+def _save_model(w: _Writer, model, *, checkpoint: bool, state: dict | None = None) -> dict:
+    """The model's weights (and config): ``save_pretrained`` when it has one, else its state dict. ``state``: a
+    copy of the state dict taken earlier, written instead of the model's current one."""
     m = _unwrap_model(model)
     if callable(getattr(m, "save_pretrained", None)):
         kwargs = {"safe_serialization": True}
@@ -100,6 +101,8 @@ def _save_model(w: _Writer, model, *, checkpoint: bool) -> dict:
         # state_dict names so that resuming maps every tensor 1:1.
         if checkpoint and _accepts(m.save_pretrained, "save_original_format"):
             kwargs["save_original_format"] = False
+        if state is not None:
+            kwargs["state_dict"] = dict(state)  # save_pretrained pops from it
         new = w.run_external(lambda: m.save_pretrained(w.root, **kwargs))
         pickled = [f for f in new if _pickle_reason(os.path.join(w.root, f))]
         weights = [f for f in new if f.endswith(".safetensors")]
@@ -109,37 +112,21 @@ def _save_model(w: _Writer, model, *, checkpoint: bool) -> dict:
                       "saving the state_dict as model.safetensors instead", stacklevel=3)
         for f in pickled + weights:
             os.remove(os.path.join(w.root, f))
-    aliases = w.write_tensors(MODEL_WEIGHTS_NAME, m.state_dict())
+    aliases = w.write_tensors(MODEL_WEIGHTS_NAME, m.state_dict() if state is None else state)
     return {"format": "state_dict", "class": type(m).__name__, "weight_files": [MODEL_WEIGHTS_NAME],
             "aliases": aliases}
 
 
-def _save_optimizer(w: _Writer, optimizer) -> None:
-    tensors: dict = {}
-    encoded = _encode(optimizer.state_dict(), tensors, "", strict=True)
-    w.write_tensors(OPTIMIZER_STATE + ".safetensors", tensors)
-    w.write_json(OPTIMIZER_STATE + ".json", {"class": type(_unwrap_optimizer(optimizer)).__name__,
-                                             "state_dict": encoded, "skipped": []})
-
-
-def _save_state_dict(w: _Writer, stem: str, state: dict, *, strict: bool, cls: str, always_tensors=False) -> None:
-    tensors: dict = {}
-    skipped: list = []
-    encoded = _encode(state, tensors, "", strict=strict, skipped=skipped)
-    if tensors or always_tensors:
-        w.write_tensors(stem + ".safetensors", tensors)
-    w.write_json(stem + ".json", {"class": cls, "state_dict": encoded, "skipped": skipped})
-
-
-def _finish(w: _Writer, model, model_info: dict, manifest: dict, *, write: bool = True) -> dict:
-    """fsync the tree, then write the manifest last (unless write=False: returned for the caller to place)."""
+def _finish(w: _Writer, signature: dict, model_info: dict, manifest: dict, *, write: bool = True) -> dict:
+    """fsync the tree, then write the manifest last (unless write=False: returned for the caller to place). Files
+    the writer wrote itself were hashed as they were written; the others (``save_pretrained``'s) are read here."""
     for d, _, _ in os.walk(w.root, topdown=False):
         _fsync_dir(d)
-    signature = _param_signature(model)
     files = []
     for rel in sorted(_walk_files(w.root)):
         full = os.path.join(w.root, rel)
-        files.append({"path": rel, "size": os.path.getsize(full), "sha256": _sha256(full)})
+        size, sha = w.hashes.get(rel) or (os.path.getsize(full), _sha256(full))
+        files.append({"path": rel, "size": size, "sha256": sha})
     now = time.time()
     manifest = {
         "format": "trainwright-checkpoint",
