@@ -120,3 +120,20 @@ def test_best_model_metric_missing_from_an_overridden_evaluate_is_named(tmp_path
                           eval_dataset=dev.select(range(8)), processing_class=tokenizer)
     with pytest.raises(ConfigError, match=r"produced no 'eval_f1', only its runtime\. Return it from compute_metrics"):
         trainer.train()
+
+
+@pytest.mark.slow
+def test_resume_a_transformers_run_and_train_twice_client_script(tmp_path):
+    """A run checkpointed by transformers.Trainer is resumed by trainwright's Trainer (nothing unpickled), and a second
+    train() on a model_init Trainer starts over, as client scripts do."""
+    out = tmp_path / "compat"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, str(CLIENT_SCRIPTS / "compat_rerun_and_hf_resume.py"), str(out)],
+                          env=_env(), cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_global_step"] == 6 and summary["resumed_train_loss"] > 0
+    assert (out / "tw_run" / "checkpoint-6").is_dir()
+    assert summary["twice_steps"] == [6, 6] and summary["twice_same_weights"]
+    assert summary["twice_losses"][0] == summary["twice_losses"][1]
+    assert summary["twice_log_history_steps"] == [3, 6, 6]  # the second run's history only: two logs + the summary
