@@ -67,10 +67,12 @@ def peft_config(section, task, where: str):
         elif key in fields:
             field = key
         else:
-            valid = [k for k in names(PEFT_KEYS) if k not in ALIASES or any(f in fields for f in ALIASES[k])]
+            valid = [k for k in names(PEFT_KEYS)
+                     if k == "method" or k in fields or any(f in fields for f in ALIASES.get(k, ()))]
             hint = did_you_mean(key, valid + sorted(fields), show=lambda m: f"'peft.{m}'")
             raise ConfigError(f"{where}: unknown key 'peft.{key}' for method {method} ({cls.__name__}).{hint} "
                               f"Valid keys: {', '.join(valid)}, or any {cls.__name__} field.")
+        _check_type(cls, field, key, value, where)
         kwargs[field] = value
     task_type = TASK_TYPES.get(task.model_class)
     if task_type is not None and "task_type" in {f.name for f in dataclasses.fields(cls)}:
@@ -79,6 +81,29 @@ def peft_config(section, task, where: str):
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: peft: {cls.__name__}({_shown(kwargs)}) is not valid: {e}") from e
+
+
+def _check_type(cls, field: str, key: str, value, where: str) -> None:
+    """The value against the field's annotation where it is a plain int / float / bool or a Literal of names
+    (peft itself does not check ``r: big`` or ``bias: some``)."""
+    import ast
+    annotation = str(next((f.type for f in dataclasses.fields(cls) if f.name == field), ""))
+    if annotation == "bool":
+        ok, need = isinstance(value, bool), "true or false"
+    elif annotation == "int":
+        ok, need = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif annotation == "float":
+        ok, need = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif annotation.startswith("Literal[") and annotation.endswith("]"):
+        try:
+            choices = ast.literal_eval("(" + annotation[len("Literal["):-1] + ",)")
+        except (ValueError, SyntaxError):
+            return
+        ok, need = value in choices, "one of " + ", ".join(map(str, choices))
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where}: peft.{key} must be {need}; got {value!r}.")
 
 
 def _shown(kwargs: dict) -> str:
