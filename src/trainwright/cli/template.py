@@ -9,8 +9,16 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-from .keys import (CLI_TRAINING_DEFAULTS, COMMON_DATA_KEYS, EVAL_STRATEGY_NOTE, PEFT_KEYS, REQUIRED, TOP_KEYS,
-                   TRAINING_KEYS, Key)
+from .keys import (
+    CLI_TRAINING_DEFAULTS,
+    COMMON_DATA_KEYS,
+    EVAL_STRATEGY_NOTE,
+    PEFT_KEYS,
+    REQUIRED,
+    TOP_KEYS,
+    TRAINING_KEYS,
+    Key,
+)
 
 COMMENT_COLUMN = 40
 LINE_WIDTH = 120
