@@ -63,26 +63,28 @@ def _build():
                 return loss, None, None
             return loss, generated, answers
 
-    def _split(ids, labels, mask, pad_id):
-        """(left-padded prompts: the tokens before the first labelled one, the labelled tokens left-aligned)."""
-        labelled = labels != -100
-        if mask is not None:
-            labelled &= mask.bool()
-        has = labelled.any(dim=1)
-        first = torch.where(has, labelled.int().argmax(dim=1), (mask.sum(dim=1) if mask is not None else
-                                                                 torch.full_like(has, ids.shape[1], dtype=torch.long)))
-        first = first.clamp(min=1)  # generation needs at least one prompt token
-        width = int(first.max())
-        prompt_ids = torch.full((ids.shape[0], width), pad_id, dtype=ids.dtype, device=ids.device)
-        prompt_mask = torch.zeros((ids.shape[0], width), dtype=torch.long, device=ids.device)
-        answer_width = max(1, int(labelled.sum(dim=1).max()))
-        answers = torch.full((ids.shape[0], answer_width), -100, dtype=labels.dtype, device=labels.device)
-        for i in range(ids.shape[0]):
-            n = int(first[i])
-            prompt_ids[i, width - n:] = ids[i, :n]
-            prompt_mask[i, width - n:] = 1
-            row = labels[i][labelled[i]]
-            answers[i, :row.numel()] = row
-        return {"input_ids": prompt_ids, "attention_mask": prompt_mask}, answers
-
     return InstructionTrainer
+
+
+def _split(ids, labels, mask, pad_id):
+    """(left-padded prompts: the tokens before the first labelled one, the labelled tokens left-aligned)."""
+    import torch
+    labelled = labels != -100
+    if mask is not None:
+        labelled &= mask.bool()
+    has = labelled.any(dim=1)
+    first = torch.where(has, labelled.int().argmax(dim=1), (mask.sum(dim=1) if mask is not None else
+                                                             torch.full_like(has, ids.shape[1], dtype=torch.long)))
+    first = first.clamp(min=1)  # generation needs at least one prompt token
+    width = int(first.max())
+    prompt_ids = torch.full((ids.shape[0], width), pad_id, dtype=ids.dtype, device=ids.device)
+    prompt_mask = torch.zeros((ids.shape[0], width), dtype=torch.long, device=ids.device)
+    answer_width = max(1, int(labelled.sum(dim=1).max()))
+    answers = torch.full((ids.shape[0], answer_width), -100, dtype=labels.dtype, device=labels.device)
+    for i in range(ids.shape[0]):
+        n = int(first[i])
+        prompt_ids[i, width - n:] = ids[i, :n]
+        prompt_mask[i, width - n:] = 1
+        row = labels[i][labelled[i]]
+        answers[i, :row.numel()] = row
+    return {"input_ids": prompt_ids, "attention_mask": prompt_mask}, answers
