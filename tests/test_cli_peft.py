@@ -190,3 +190,27 @@ def test_instruction_task_trains_evaluates_by_generation_and_predicts(tmp_path, 
     assert preds[0]["answer"] == "positive" and preds[1]["answer"] == "negative"
     # predict's greedy answers agree with evaluate's accuracy (the same prompts, the same max_new_tokens)
     assert sum(p["correct"] for p in preds) / len(preds) == pytest.approx(metrics["eval_accuracy"])
+
+
+def test_train_resume_continues_from_an_adapter_checkpoint(tiny_model, tmp_path, capsys):
+    """`trainwright train --resume` with a peft: section: the adapter checkpoint (no base weights in it) resumes,
+    and the run ends with the adapter of the straight run (bit-identical)."""
+    from safetensors.torch import load_file
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{w} film,{l}\n" for w, l in
+                                                                  [("good", "pos"), ("bad", "neg")] * 4))
+    common = {"model": tiny_model, "data": {"train": str(tmp_path / "train.csv"), "max_length": 16},
+              "peft": {"r": 4, "target_modules": ["query", "value"]}}
+    training = {"max_steps": 4, "save_steps": 2, "save_strategy": "steps", "per_device_train_batch_size": 2,
+                "learning_rate": 1e-2}
+    straight = write_config(tmp_path / "a.yaml", {**common, "training": training, "output_dir": str(tmp_path / "a")})
+    again = write_config(tmp_path / "b.yaml", {**common, "training": training, "output_dir": str(tmp_path / "b")})
+    assert run(["train", straight], capsys)[0] == 0
+    assert run(["train", again], capsys)[0] == 0
+    files = os.listdir(tmp_path / "b" / "checkpoint-2")
+    assert "adapter_model.safetensors" in files and not [f for f in files if f.startswith("model")]
+    code, out, err = run(["train", again, "--resume", tmp_path / "b" / "checkpoint-2"], capsys)  # steps 3 and 4 again
+    assert code == 0, err
+    assert "Resuming from" in out + err
+    a = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

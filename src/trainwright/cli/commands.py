@@ -42,6 +42,8 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
     if cfg.model_config is not None:  # a new model, e.g. a tiny Llama with the tokenizer's vocabulary
         model = model_from_config(task, cfg.model_config, tokenizer, info, seed=args.seed)
     else:
+        from ..outputs import set_seed
+        set_seed(args.seed)  # a new head, and a peft adapter, are initialised from training.seed, in any process
         model = load_model(task, model_path, info)
     model = task.prepare_model(model, tokenizer)
     if cfg.peft is not None:
