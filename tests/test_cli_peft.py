@@ -150,7 +150,7 @@ def test_instruction_rows_label_only_the_answer(tokenizer):
 @pytest.mark.slow
 def test_sst2_lora_instruction_example_learns(tmp_path, capsys):
     """examples/sst2-lora-instruct.yaml on 400 sentences, 2 epochs: generation accuracy on the first 200 dev
-    sentences (49.5% positive, so 0.505 answering one word always) measured 0.685; asserted >= 0.62."""
+    sentences (49.5% positive, so 0.505 answering one word always) measured 0.705; asserted >= 0.62."""
     config = os.path.join(ROOT, "examples", "sst2-lora-instruct.yaml")
     sst2 = DATA / "sst2"
     code, _, err = run(["train", config, "--set", f"data.train={sst2 / 'train.tsv'}",
