@@ -100,7 +100,7 @@ def test_train_saves_the_adapter_and_evaluate_predict_load_it_onto_the_base(tiny
         "model": tiny_model, "data": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "train.csv"),
                                       "test": str(tmp_path / "test.csv"), "max_length": 16},
         "peft": {"method": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
-        "training": {"max_steps": 3, "learning_rate": 1e-2, "save_strategy": "no"},
+        "training": {"max_steps": 3, "learning_rate": 1e-2, "save_strategy": "steps", "save_steps": 3},
         "output_dir": str(tmp_path / "out")})
     code, _, err = run(["train", config], capsys)
     assert code == 0, err
@@ -118,6 +118,10 @@ def test_train_saves_the_adapter_and_evaluate_predict_load_it_onto_the_base(tiny
     assert code == 0, err
     rows = read_csv(out / "predictions.csv")
     assert [r["id"] for r in rows] == ["7", "8"] and {r["predicted_label"] for r in rows} <= {"neg", "pos"}
+    # a checkpoint's adapter (the labels from the run's base_config.json): the final weights are checkpoint-3's
+    code, _, err = run(["evaluate", config, "--model", out / "checkpoint-3", "--output", tmp_path / "ck.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "ck.json").read_text())["eval_loss"] == pytest.approx(trained["eval_loss"], abs=1e-6)
 
 
 def test_a_missing_target_module_names_the_models_layers(tiny_model, tmp_path, capsys):
@@ -196,7 +200,7 @@ def test_train_resume_continues_from_an_adapter_checkpoint(tiny_model, tmp_path,
     """`trainwright train --resume` with a peft: section: the adapter checkpoint (no base weights in it) resumes,
     and the run ends with the adapter of the straight run (bit-identical)."""
     from safetensors.torch import load_file
-    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{w} film,{l}\n" for w, l in
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{w} film,{y}\n" for w, y in
                                                                   [("good", "pos"), ("bad", "neg")] * 4))
     common = {"model": tiny_model, "data": {"train": str(tmp_path / "train.csv"), "max_length": 16},
               "peft": {"r": 4, "target_modules": ["query", "value"]}}

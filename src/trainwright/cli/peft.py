@@ -161,8 +161,11 @@ def load_adapter_model(cfg, path: str):
     base_path = base_model_path(cfg, path)
     cls = getattr(transformers, cfg.task.model_class)
     kwargs = {}
-    saved = os.path.join(path, BASE_CONFIG_NAME)
-    if os.path.isfile(saved):
+    # beside the adapter, else in the run directory above a checkpoint-N
+    saved = next((p for p in (os.path.join(path, BASE_CONFIG_NAME),
+                              os.path.join(os.path.dirname(os.path.abspath(path)), BASE_CONFIG_NAME))
+                  if os.path.isfile(p)), "")
+    if saved:
         config_class = type(transformers.AutoConfig.from_pretrained(base_path))
         kwargs["config"] = config_class.from_json_file(saved)
     elif cfg.task.model_class == "AutoModelForCausalLM":
