@@ -59,6 +59,9 @@ def _task_data(task: str, tmp_path) -> list[str]:
                 {"tokens": ["Peter", "Blackburn"], "ner_tags": ["B-PER", "I-PER"]}]
         (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return [f"data.train={tmp_path / 'train.jsonl'}"]
+    if task == "instruction":
+        (tmp_path / "train.csv").write_text("text,label\ngood film,positive\nbad film,negative\n")
+        return [f"data.train={tmp_path / 'train.csv'}"]
     if task == "causal-lm":
         (tmp_path / "train.txt").write_text("To be, or not to be.\n\nThat is the question.\n")
         return [f"data.train={tmp_path / 'train.txt'}"]
@@ -77,7 +80,7 @@ def test_init_template_has_every_key_with_its_default_and_loads(task, tmp_path, 
     raw = yaml.safe_load(out)
     t = TASKS[task]
     assert raw["task"] == task and raw["metrics"] == list(t.default_metrics)
-    assert set(raw) == {k.name for k in TOP_KEYS}
+    assert set(raw) == {k.name for k in TOP_KEYS} - {"peft"}  # peft: is there, commented out (test_cli_peft.py)
     for key in COMMON_DATA_KEYS + t.data_keys:
         if key.name in t.unused_data_keys or key.default is REQUIRED:
             continue

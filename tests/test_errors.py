@@ -256,6 +256,27 @@ def _dict_of_columns(c):
     c.check(info, "eval_dataset is a dict of columns")
 
 
+@case("E18")
+def _bitsandbytes_base_without_cuda(c):
+    c.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = c.make_model()
+    model.is_loaded_in_4bit = True  # what transformers sets on a 4-bit bitsandbytes model (no bitsandbytes here)
+    model.config.quantization_config = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    with pytest.raises(ModelError) as info:
+        c.build(model=model, train=c.data([0, 1] * 4))
+    c.check(info, "The model is quantized to 4-bit with bitsandbytes", "needs a CUDA GPU and the bitsandbytes "
+            "package", "this machine has no CUDA GPU", "without quantization_config")
+
+
+@case("E19")
+def _quantized_base_without_adapter(c):
+    model = c.make_model()
+    model.config.quantization_config = {"quant_method": "gptq", "bits": 4}
+    with pytest.raises(ModelError) as info:
+        c.build(model=model, train=c.data([0, 1] * 4))
+    c.check(info, "The model is quantized (gptq) and has no trainable adapter", "peft.get_peft_model")
+
+
 # ============================================================================================ pre-flight: labels
 @case("P01")
 def _label_above_num_labels(c):

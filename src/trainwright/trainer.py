@@ -36,6 +36,7 @@ from .optim import current_learning_rate, parameter_groups, step_on_metric, step
 from .outputs import EvalPrediction, PredictionOutput, TrainOutput, save_results, set_seed, write_json_result
 from .precision import Precision
 from .progress import LossTracker, Throughput
+from .quantization import place_model
 from .signals import StopSignal, stop_on_signal
 from .state import TrainerState
 from .tokens_seen import InputTokenCounter
@@ -146,7 +147,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
             raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         if hasattr(getattr(model, "config", None), "use_cache"):
             model.config.use_cache = self.args.use_cache  # as transformers.Trainer.__init__: evaluate() before train()
-        return model.to(self.device)
+        return place_model(model, self.device)  # a 4/8-bit base: checked, left on its GPU (quantization.py)
 
     def _default_callbacks(self) -> list:
         from .loggers import MetricsJsonlCallback, get_reporting_callbacks
@@ -304,7 +305,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         model_init the optimizer the last train() made is kept and the scheduler made again."""
         if self.model_init is not None and (self.optimizer is None or self._created_optimizer):
             set_seed(self.args.seed, deterministic=self.args.full_determinism)
-            self.model = self.model_wrapped = self.call_model_init(trial).to(self.device)
+            self.model = self.model_wrapped = place_model(self.call_model_init(trial), self.device)
             self.callback_handler.model = self.model
             self.optimizer, self.lr_scheduler = None, None
         elif self._created_lr_scheduler:

@@ -15,6 +15,8 @@ Which module holds what:
 * :mod:`.manager`: :class:`CheckpointManager`, the Trainer's side -- when and where to save, the run's stateful
   components, the best-model bookkeeping, rotation, resuming and loading the best model.
 * :mod:`.resume`: what a resume reads and checks before the first step (arguments, world size, data fingerprint).
+* :mod:`.adapters`: a PEFT model's checkpoint holds its adapter (what ``PeftModel.from_pretrained`` loads), never
+  the frozen base, and puts every trainable tensor back on resume.
 * :mod:`.hf`: reading checkpoints written by ``transformers.Trainer`` (its ``.pt`` files only through
   ``torch.load(weights_only=True)``; ``training_args.bin`` is skipped).
 * :mod:`.safe_fs` / :mod:`.run_lock`: the filesystem layer -- atomic writes that degrade cleanly on a full disk,

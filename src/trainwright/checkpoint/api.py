@@ -61,6 +61,7 @@ from .reader import (
     _read_manifest,
     _read_model_state,
     _read_state_dict,
+    _read_tensors,
     _refuse_non_regular,
     _refuse_pickles,
     _verify,
@@ -199,7 +200,7 @@ def load_checkpoint(
     extra = _decode(manifest.get("extra") or {}, {})
     # Phase 2: apply.
     if model is not None:
-        _apply_model_state(model, *model_state, strict=strict_model, where=path)
+        _apply_model_state(model, *model_state, strict=strict_model, where=path, adapter=_is_adapter(manifest))
     for key, doc in parsed.items():
         load = _set_rng_state if key == "rng_state" else objects[key].load_state_dict
         _apply(path, key, lambda load=load, doc=doc: load(doc["state_dict"]))
@@ -341,22 +342,33 @@ def save_model_dir(output_dir: Any, model: Any, processing_class: Any = None) ->
 
 def load_model_weights(path: Any, model: Any) -> None:
     """Load model weights from a checkpoint dir or a model dir (save_model_dir / save_pretrained output)."""
+    from .adapters import foreign_adapter_state, has_adapter_files, is_adapter_model
     from .hf import is_hf_checkpoint, read_hf_model_state
 
     path = os.path.abspath(os.fspath(path))
+    adapter = is_adapter_model(model)
     if is_hf_checkpoint(path):  # transformers.Trainer's checkpoint: its safetensors weights, nothing else is read
         safe_fs.regular_files(path, refuse=lambda rel, kind: _refuse_non_regular(path, rel, kind))
-        state = (read_hf_model_state(path), {})
+        state = (read_hf_model_state(path, model), {})
     elif _exists(path, MANIFEST_NAME) or _CHECKPOINT_RE.match(os.path.basename(path)):
         manifest = _verify(path, model, strict_model=True)
         state = _read_model_state(path, manifest)
+        adapter = _is_adapter(manifest)
     else:  # a model directory written by something else: no integrity check possible, but still no pickles.
         if not os.path.isdir(path):
             raise CheckpointError(f"model directory {path} does not exist")
         _refuse_pickles(path)
         warnings.warn(f"{path} has no {MANIFEST_NAME}; loading its safetensors weights unverified", stacklevel=2)
-        state = _read_model_state(path, {"model": {"weight_files": _find_weight_files(path), "aliases": {}}})
-    _apply_model_state(model, *state, strict=True, where=path)
+        if adapter and has_adapter_files(path):  # an adapter saved by peft or transformers
+            state = (foreign_adapter_state(path, model, _read_tensors), {})
+        else:
+            state = _read_model_state(path, {"model": {"weight_files": _find_weight_files(path), "aliases": {}}})
+    _apply_model_state(model, *state, strict=True, where=path, adapter=adapter)
+
+
+def _is_adapter(manifest: dict) -> bool:
+    """Whether a checkpoint holds a PEFT adapter (``checkpoint/adapters.py``) rather than the whole model."""
+    return (manifest.get("model") or {}).get("format") == "peft"
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ HF_TRAINING_ARGS = "training_args.bin"
 HF_OPTIMIZER = "optimizer.pt"
 HF_SCHEDULER = "scheduler.pt"
 HF_SCALER = "scaler.pt"
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+            "adapter_model.safetensors")  # (the last: a PEFT model's checkpoint holds its adapter)
 _TRAINWRIGHT_ONLY = ("optimizer.json", "rng_state.json", "training_args.json", "scheduler.json")
 _IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
@@ -92,7 +93,11 @@ def _torch_load(path: str, rel: str):
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def _weights(path: str) -> dict:
+def _weights(path: str, model: Any = None) -> dict:
+    from .adapters import foreign_adapter_state, has_adapter_files, is_adapter_model
+
+    if model is not None and is_adapter_model(model) and has_adapter_files(path):
+        return foreign_adapter_state(path, _unwrap_model(model), _read_tensors)
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if os.path.lexists(os.path.join(path, index_name)):
             _refuse_non_regular(path, index_name)
@@ -117,9 +122,10 @@ def _weights(path: str) -> dict:
     return state
 
 
-def read_hf_model_state(path: Any) -> dict:
-    """The model weights of a transformers checkpoint (or any save_pretrained directory)."""
-    return _weights(os.path.abspath(os.fspath(path)))
+def read_hf_model_state(path: Any, model: Any = None) -> dict:
+    """The model weights of a transformers checkpoint (or any save_pretrained directory); for a PEFT ``model``, its
+    adapter's tensors."""
+    return _weights(os.path.abspath(os.fspath(path)), model)
 
 
 def _hf_groups(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
@@ -244,7 +250,7 @@ def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any = None, optimizer: Any
     _refuse_non_regular(path, HF_TRAINER_STATE)
     trainer_state = _read_json(path, HF_TRAINER_STATE)
     check_trainer_state(trainer_state, os.path.join(path, HF_TRAINER_STATE))
-    weights = _weights(path) if model is not None else None
+    weights = _weights(path, model) if model is not None else None
     parsed = {}
     for key, obj, rel in (("optimizer", optimizer, HF_OPTIMIZER), ("lr_scheduler", lr_scheduler, HF_SCHEDULER),
                           ("scaler", scaler, HF_SCALER)):
@@ -270,7 +276,9 @@ def load_hf_checkpoint(checkpoint_dir: Any, *, model: Any = None, optimizer: Any
             raise CheckpointError(f"checkpoint {path}: {rel} does not hold RNG states")
     # Phase 2: apply.
     if weights is not None:
-        _apply_model_state(model, weights, {}, strict=True, where=path)
+        from .adapters import is_adapter_model
+
+        _apply_model_state(model, weights, {}, strict=True, where=path, adapter=is_adapter_model(model))
     if "optimizer" in parsed:
         _apply(path, "optimizer", lambda: optimizer.load_state_dict(parsed["optimizer"]))
     if "lr_scheduler" in parsed:

@@ -177,6 +177,10 @@ def _read_state_dict(path: str, stem: str) -> dict:
 
 def _read_model_state(path: str, manifest: dict) -> tuple[dict, dict]:
     info = manifest.get("model") or {}
+    if info.get("format") == "peft":  # an adapter: its files name the tensors peft's way (adapters.py)
+        from .adapters import read_adapter_state
+
+        return read_adapter_state(path, info, _read_tensors)
     files = info.get("weight_files") or []
     if not files:
         raise CheckpointError(f"checkpoint {path} has no model weights (safetensors)")
@@ -195,7 +199,10 @@ def _find_weight_files(path: str) -> list[str]:
     raise CheckpointError(f"{path} has no model.safetensors (or safetensors shards with an index)")
 
 
-def _apply_model_state(model, state: dict, aliases: dict, *, strict: bool, where: str) -> None:
+def _apply_model_state(model, state: dict, aliases: dict, *, strict: bool, where: str,
+                       adapter: bool = False) -> None:
+    """Loads ``state`` into ``model``; with ``adapter`` (a PEFT adapter's tensors) the frozen base is the model's own
+    and only the trainable parameters must all be given."""
     m = _unwrap_model(model)
     for alias, canonical in aliases.items():
         if canonical in state:
@@ -211,7 +218,13 @@ def _apply_model_state(model, state: dict, aliases: dict, *, strict: bool, where
         result = m.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {where} does not fit the model: {e}") from e
-    missing = _untied_missing(m, state, [k for k in result.missing_keys if k not in mismatched])
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    if adapter:
+        from .adapters import trainable_names
+
+        trainable = set(trainable_names(m))
+        missing = [k for k in missing if k in trainable]
+    missing = _untied_missing(m, state, missing)
     if missing and callable(getattr(m, "tie_weights", None)):
         m.tie_weights()  # weights that save_pretrained dropped because they are tied
         missing = _untied_missing(m, state, missing)

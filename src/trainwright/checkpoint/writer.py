@@ -95,6 +95,10 @@ def _save_model(w: _Writer, model, *, checkpoint: bool, state: dict | None = Non
     """The model's weights (and config): ``save_pretrained`` when it has one, else its state dict. ``state``: a
     copy of the state dict taken earlier, written instead of the model's current one."""
     m = _unwrap_model(model)
+    from .adapters import is_adapter_model, save_adapter
+
+    if is_adapter_model(m):  # a PEFT model: its adapter, never the frozen base (adapters.py)
+        return save_adapter(w, m, checkpoint=checkpoint)
     if callable(getattr(m, "save_pretrained", None)):
         kwargs = {"safe_serialization": True}
         # transformers >= 5 may rename weights back to an "original" layout on save; checkpoints keep the

@@ -42,8 +42,13 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
     if cfg.model_config is not None:  # a new model, e.g. a tiny Llama with the tokenizer's vocabulary
         model = model_from_config(task, cfg.model_config, tokenizer, info, seed=args.seed)
     else:
+        from ..outputs import set_seed
+        set_seed(args.seed)  # a new head, and a peft adapter, are initialised from training.seed, in any process
         model = load_model(task, model_path, info)
     model = task.prepare_model(model, tokenizer)
+    if cfg.peft is not None:
+        from .peft import apply_peft
+        model = apply_peft(model, cfg.peft, cfg.path)
     trainer = task.trainer_class()(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
                                    processing_class=tokenizer,
                                    data_collator=task.collator(tokenizer, cfg.data, model=model),
@@ -54,6 +59,9 @@ def run_train(cfg: RunConfig, resume=None) -> dict:
     trainer.save_model(cfg.output_dir)
     if not main_process():
         return metrics
+    if cfg.peft is not None:
+        from .peft import save_base_config
+        save_base_config(model, cfg.output_dir)
     _write_run_config(cfg)
     print(f"Model and tokenizer saved to {cfg.output_dir}"
           + (f"; metrics in {os.path.join(cfg.output_dir, 'eval_results.json')}" if metrics else ""), flush=True)
@@ -106,16 +114,23 @@ def _write_run_config(cfg: RunConfig) -> None:
 # ====================================================================== evaluate and predict
 def _load_trained(cfg: RunConfig, model_dir: str | None, predict: bool = False):
     path = cfg.resolve_path(model_dir) if model_dir else cfg.output_dir
-    if not os.path.isfile(os.path.join(path, "config.json")):
+    from .peft import has_adapter
+    adapter = has_adapter(path) and not os.path.isfile(os.path.join(path, "config.json"))
+    if not adapter and not os.path.isfile(os.path.join(path, "config.json")):
         hint = "run `trainwright train CONFIG` first, or pass --model DIR" if not model_dir else \
             "point --model at a directory written by trainwright train or save_pretrained"
-        raise ConfigError(f"no trained model in {path} (config.json missing): {hint}.")
+        raise ConfigError(f"no trained model in {path} (config.json, or adapter_config.json for an adapter, "
+                          f"missing): {hint}.")
     has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json",
                                                                         "vocab.txt"))
     tokenizer = load_tokenizer(path if has_tokenizer else resolve_model(cfg.tokenizer or cfg.model, cfg))
     tokenizer = cfg.task.prepare_tokenizer(tokenizer, predict=predict)  # e.g. left padding for generation
-    import transformers
-    model = from_pretrained(getattr(transformers, cfg.task.model_class).from_pretrained, path, "model")
+    if adapter:  # an adapter (peft: section): loaded onto its base model
+        from .peft import load_adapter_model
+        model = load_adapter_model(cfg, path)
+    else:
+        import transformers
+        model = from_pretrained(getattr(transformers, cfg.task.model_class).from_pretrained, path, "model")
     model = cfg.task.prepare_model(model, tokenizer)
     label_names = [str(n) for n in cfg.data["label_names"]] if cfg.data.get("label_names") else None
     info = LabelInfo.from_model_config(model.config, label_names)

@@ -88,6 +88,7 @@ class RunConfig:
                           else os.path.join(self.output_dir, "cache"))
         self.training_args()  # unknown or invalid TrainingArguments fail now, via TrainingArguments itself
         self._check_metrics(raw)
+        self._check_peft(raw)
 
     # ---------------------------------------------------------------- checks
     def _check_model(self, raw: dict) -> None:
@@ -160,6 +161,18 @@ class RunConfig:
             self.task.check_metrics(self.metrics)
         except (ConfigError, ImportError) as e:
             raise ConfigError(f"{self.path}: metrics: {e}") from e
+
+    def _check_peft(self, raw: dict) -> None:
+        """``peft:``: the peft config is built now, so a bad method or key fails before anything is loaded."""
+        self.peft = None
+        if raw.get("peft") is None:
+            return
+        if self.model_config is not None:
+            raise ConfigError(f"{self.path}: peft: trains an adapter on a pretrained model, but model_config: builds "
+                              "a new, untrained one (its weights would not be saved with the adapter). Set model: "
+                              "to a pretrained model, or drop the peft: section to train the whole new model.")
+        from .peft import peft_config
+        self.peft = peft_config(raw["peft"], self.task, self.path)
 
     # ---------------------------------------------------------------- derived values
     def training_args(self, has_validation: bool | None = None, **overrides):

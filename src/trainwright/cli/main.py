@@ -59,7 +59,7 @@ def _add_evaluate_predict(sub) -> None:
                        description="Predict with the model in output_dir (or --model DIR) and write one row per "
                                    "input: id, predicted label and probability per label (classification), the "
                                    "tag of every word (token-classification) or the generated text (causal-lm, "
-                                   "seq2seq). The split may have no labels.")
+                                   "instruction, seq2seq). The split may have no labels.")
     _add_config_args(p)
     p.add_argument("--model", metavar="DIR", help="model directory (default: the config's output_dir)")
     p.add_argument("--split", choices=("test", "validation"), help="which split (default: test if configured, "
@@ -73,7 +73,7 @@ def _add_other_commands(sub) -> None:
                        description="Print a YAML config for TASK with every key, its default and a one-line "
                                    "comment; point data.train at your data and run `trainwright train` on it.")
     p.add_argument("task", metavar="TASK", help="text-classification, regression, token-classification, "
-                                                "causal-lm or seq2seq")
+                                                "causal-lm, instruction or seq2seq")
     p.add_argument("--output", metavar="FILE.yaml", help="write the template to FILE.yaml (not overwritten) "
                                                          "instead of printing it")
 

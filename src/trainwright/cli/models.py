@@ -67,7 +67,23 @@ def load_model(task, path: str, info):
     """The pretrained model in ``path`` with the task's head (``task.model_class``) and labels."""
     import transformers
     cls = getattr(transformers, task.model_class)
-    return from_pretrained(lambda p: cls.from_pretrained(p, **task.model_kwargs(info)), path, "model")
+    kwargs = task.model_kwargs(info)
+    if task.model_class == "AutoModelForCausalLM":
+        kwargs = {**causal_lm_kwargs(path), **kwargs}
+    return from_pretrained(lambda p: cls.from_pretrained(p, **kwargs), path, "model")
+
+
+def causal_lm_kwargs(path: str) -> dict:
+    """``is_decoder=True`` for an encoder checkpoint (BERT, RoBERTa, ...: configs with an ``is_decoder`` field)
+    loaded as a causal LM, so its attention is causal; transformers only warns and keeps it bidirectional."""
+    from transformers import AutoConfig
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return {}  # from_pretrained reports it
+    if getattr(config, "is_decoder", None) is False and not getattr(config, "is_encoder_decoder", False):
+        return {"is_decoder": True}
+    return {}
 
 
 def model_from_config(task, spec: dict, tokenizer, info, seed: int = 42):

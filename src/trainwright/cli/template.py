@@ -9,7 +9,16 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-from .keys import CLI_TRAINING_DEFAULTS, COMMON_DATA_KEYS, EVAL_STRATEGY_NOTE, REQUIRED, TOP_KEYS, TRAINING_KEYS, Key
+from .keys import (
+    CLI_TRAINING_DEFAULTS,
+    COMMON_DATA_KEYS,
+    EVAL_STRATEGY_NOTE,
+    PEFT_KEYS,
+    REQUIRED,
+    TOP_KEYS,
+    TRAINING_KEYS,
+    Key,
+)
 
 COMMENT_COLUMN = 40
 LINE_WIDTH = 120
@@ -85,6 +94,8 @@ def config_help() -> str:
         extra = task.training_defaults({})
         if extra:
             lines.append(f"  task {task.name}: " + ", ".join(f"{k}: {yaml_value(v)}" for k, v in extra.items()))
+    lines += ["", "peft: (optional: train an adapter instead of the whole model; any other field of the method's "
+                  "peft config class is accepted too)", *_key_lines(PEFT_KEYS)]
     lines += ["", "metrics: default per task: " + "; ".join(
         f"{t.name} {yaml_value(list(t.default_metrics))}" for t in TASKS.values())]
     return "\n".join(lines)
@@ -132,6 +143,15 @@ def _training_lines(task) -> list[str]:
     return lines
 
 
+def _peft_lines() -> list[str]:
+    """The ``peft:`` section, commented out (a run trains the whole model unless it is there)."""
+    lines = [f"# peft:{' ' * (COMMENT_COLUMN - 8)} # uncomment to train a LoRA (or other peft) adapter instead of the "
+             "whole model"]
+    for key in PEFT_KEYS:
+        lines.append("\n".join("# " + line for line in _line("  ", key.name, key.default, key.help).split("\n")))
+    return lines
+
+
 def config_template(task_name) -> str:
     """A commented YAML config for ``task_name`` with every key and its default (placeholders for the paths)."""
     from .tasks import get_task
@@ -147,7 +167,7 @@ def config_template(task_name) -> str:
              _line("", "tokenizer", starter["tokenizer"], top["tokenizer"].help),
              _line("", "model_config", starter["model_config"], top["model_config"].help),
              _line("", "task", task.name, top["task"].help), "",
-             *_data_lines(task, starter), "", *_training_lines(task), "",
+             *_data_lines(task, starter), "", *_training_lines(task), "", *_peft_lines(), "",
              _line("", "metrics", list(task.default_metrics), f"the default for task: {task.name}; [] for the "
                                                               "loss only"),
              _line("", "output_dir", None, top["output_dir"].help)]

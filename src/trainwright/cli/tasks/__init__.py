@@ -3,6 +3,8 @@
 - :mod:`.classification`: ``text-classification`` and ``regression``;
 - :mod:`.token_classification`: ``token-classification`` (NER, POS; CoNLL files);
 - :mod:`.causal_lm`: ``causal-lm`` (text files, blocks or packing, generation);
+- :mod:`.instruction`: ``instruction`` (prompt → answer with a causal LM, the answer the only labelled part,
+  scored by generation accuracy; :mod:`.instruction_trainer`);
 - :mod:`.seq2seq`: ``seq2seq`` (parallel text files, generation, BLEU).
 
 Shared pieces: :mod:`.base` (the protocol, labels, ``data:`` value checks), :mod:`.metrics` (the ``metrics:``
@@ -16,17 +18,19 @@ from ...errors import ConfigError, did_you_mean
 from .base import LabelInfo, PredictionInputs, Task
 from .causal_lm import CausalLM
 from .classification import Regression, TextClassification
+from .instruction import Instruction
 from .seq2seq import Seq2Seq
 from .token_classification import TokenClassification
 
 __all__ = ["TASKS", "ALIASES", "get_task", "register_task", "Task", "LabelInfo", "PredictionInputs",
-           "TextClassification", "Regression", "TokenClassification", "CausalLM", "Seq2Seq"]
+           "TextClassification", "Regression", "TokenClassification", "CausalLM", "Instruction", "Seq2Seq"]
 
 TASKS: dict[str, Task] = {
     "text-classification": TextClassification(),
     "regression": Regression(),
     "token-classification": TokenClassification(),
     "causal-lm": CausalLM(),
+    "instruction": Instruction(),
     "seq2seq": Seq2Seq(),
 }
 
@@ -34,7 +38,8 @@ ALIASES = {"sequence-classification": "text-classification", "classification": "
            "text_classification": "text-classification", "ner": "token-classification",
            "token_classification": "token-classification", "causal_lm": "causal-lm", "clm": "causal-lm",
            "translation": "seq2seq", "summarization": "seq2seq", "text-generation": "causal-lm",
-           "language-modeling": "causal-lm"}
+           "language-modeling": "causal-lm",
+           "instruction-tuning": "instruction", "prompt-completion": "instruction", "sft": "instruction"}
 
 
 def get_task(name) -> Task:
