@@ -127,8 +127,11 @@ def _capture_model(snap: Snapshot, copies: HostCopies | None) -> None:
     if copies is None:
         return
     save = getattr(m, "save_pretrained", None)
-    if callable(save) and not _takes_state_dict(m, save):
-        snap.model_info = _save_model(snap.writer, snap.model, checkpoint=True)  # only at the save point
+    from .adapters import is_adapter_model
+    # written at the save point: a model whose save_pretrained cannot be given a copy of its state, and a PEFT
+    # adapter (small; peft computes some of the tensors it saves, e.g. prompt embeddings, from the live model)
+    if is_adapter_model(m) or (callable(save) and not _takes_state_dict(m, save)):
+        snap.model_info = _save_model(snap.writer, snap.model, checkpoint=True)
         return
     state = m.state_dict()
     if getattr(m, "state_is_a_copy", False):  # an FSDP2 view: the gathered state is already its own
