@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CheckpointError
@@ -123,7 +124,7 @@ def _equal(a: Any, b: Any) -> bool:
         torch.equal(a.detach().cpu(), b)
 
 
-def read_adapter_state(path: str, info: dict, read_tensors) -> tuple[dict, dict]:
+def read_adapter_state(path: str, info: dict, read_tensors: Callable[[str, str], dict]) -> tuple[dict, dict]:
     """(the state by the model's tensor names, aliases) from an adapter checkpoint's files (``read_tensors(path,
     rel)`` reads one safetensors file)."""
     state: dict = {}
@@ -139,7 +140,7 @@ def read_adapter_state(path: str, info: dict, read_tensors) -> tuple[dict, dict]
     return state, dict(info.get("aliases") or {})
 
 
-def foreign_adapter_state(path: str, model: Any, read_tensors) -> dict:
+def foreign_adapter_state(path: str, model: Any, read_tensors: Callable[[str, str], dict]) -> dict:
     """The state of an adapter directory written by peft or transformers (no trainwright manifest), placed by the
     names ``model``'s own ``save_pretrained`` would give its tensors."""
     state = model.state_dict()

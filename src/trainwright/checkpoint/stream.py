@@ -42,7 +42,7 @@ class HashingFile:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         for start in range(0, len(view), _CHUNK):
             chunk = view[start:start + _CHUNK]

@@ -16,7 +16,7 @@ from .tasks import LabelInfo, PredictionInputs
 
 
 # ====================================================================== train
-def run_train(cfg: RunConfig, resume=None) -> dict:
+def run_train(cfg: RunConfig, resume: bool | str | None = None) -> dict:
     """The whole fine-tuning run; returns the evaluation metrics (empty without a validation set)."""
     task = cfg.task
     resume = _check_resume(cfg, resume)
@@ -159,7 +159,8 @@ def _pick_split(cfg: RunConfig, loader: DataLoader, split: str | None, default_o
     raise ConfigError(f"{cfg.path}: no {' or '.join(order)} data to use: set data.{order[0]}.")
 
 
-def run_evaluate(cfg: RunConfig, model_dir=None, split=None, output=None) -> dict:
+def run_evaluate(cfg: RunConfig, model_dir: str | None = None, split: str | None = None,
+                 output: str | None = None) -> dict:
     path, model, tokenizer, info = _load_trained(cfg, model_dir)
     loader = DataLoader(cfg)
     name, ds = _pick_split(cfg, loader, split, ("validation",))
@@ -181,7 +182,8 @@ def run_evaluate(cfg: RunConfig, model_dir=None, split=None, output=None) -> dic
     return metrics
 
 
-def run_predict(cfg: RunConfig, model_dir=None, split=None, output=None) -> str:
+def run_predict(cfg: RunConfig, model_dir: str | None = None, split: str | None = None,
+                output: str | None = None) -> str:
     output = output or os.path.join(cfg.output_dir, "predictions.csv")
     ext = os.path.splitext(output)[1].lower()
     if ext not in (".csv", ".jsonl"):

@@ -7,11 +7,15 @@ import csv
 import functools
 import os
 import re
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .keys import COMMON_DATA_KEYS, TOP_KEYS, check_keys, names
 from .models import MINILM_ALIASES, check_model_config
+
+if TYPE_CHECKING:
+    from ..args import TrainingArguments
 
 QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL, "nonnumeric": csv.QUOTE_NONNUMERIC,
            "none": csv.QUOTE_NONE}
@@ -175,7 +179,7 @@ class RunConfig:
         self.peft = peft_config(raw["peft"], self.task, self.path)
 
     # ---------------------------------------------------------------- derived values
-    def training_args(self, has_validation: bool | None = None, **overrides):
+    def training_args(self, has_validation: bool | None = None, **overrides: Any) -> TrainingArguments:
         """TrainingArguments from training:, with the CLI's defaults: report_to none, and
         eval_strategy epoch when there is validation data and the config does not choose one."""
         arguments_class = self.task.arguments_class()  # Seq2SeqTrainingArguments for the generating tasks
@@ -208,7 +212,7 @@ class RunConfig:
         return beside if os.path.exists(beside) else here
 
 
-def apply_overrides(raw: dict, overrides) -> dict:
+def apply_overrides(raw: dict, overrides: Iterable[str] | None) -> dict:
     """``--set a.b=value``: dotted keys into the mapping, values parsed as YAML scalars."""
     for item in overrides or ():
         if "=" not in item:
@@ -229,7 +233,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-def load_config(path: str, overrides=()) -> RunConfig:
+def load_config(path: str, overrides: Iterable[str] | None = ()) -> RunConfig:
     """Read and check CONFIG.yaml (after ``--set`` overrides); raises ConfigError on any mistake."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist.")

@@ -8,6 +8,7 @@ their defaults are read from the arguments class itself.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,11 +104,11 @@ CLI_TRAINING_DEFAULTS = {"report_to": "none"}
 EVAL_STRATEGY_NOTE = "eval_strategy: epoch when there is validation data and training: does not set it"
 
 
-def names(keys) -> tuple[str, ...]:
+def names(keys: Iterable[Key]) -> tuple[str, ...]:
     return tuple(k.name for k in keys)
 
 
-def check_keys(section: dict, valid, prefix: str, path: str) -> None:
+def check_keys(section: dict, valid: Iterable[str], prefix: str, path: str) -> None:
     """Raise ConfigError for a key of ``section`` not in ``valid`` (names), naming the nearest valid one."""
     valid = list(valid)
     for key in section:

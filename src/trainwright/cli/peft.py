@@ -13,9 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, did_you_mean
 from .keys import PEFT_KEYS, names
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .tasks.base import Task
 
 #: ``task:`` → peft's task type (by the task's model class), so get_peft_model wraps the right model kind
 TASK_TYPES = {"AutoModelForCausalLM": "CAUSAL_LM", "AutoModelForSequenceClassification": "SEQ_CLS",
@@ -40,7 +45,7 @@ def methods() -> dict[str, type]:
     return {str(getattr(k, "value", k)).lower(): v for k, v in peft.PEFT_TYPE_TO_CONFIG_MAPPING.items()}
 
 
-def peft_config(section, task, where: str):
+def peft_config(section: Any, task: Task, where: str) -> Any:
     """The peft config object for ``peft:`` (None when the section is absent); ConfigError naming the key."""
     if section is None:
         return None
@@ -110,7 +115,7 @@ def _shown(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
-def apply_peft(model, config, where: str):
+def apply_peft(model: Any, config: Any, where: str) -> Any:
     """``peft.get_peft_model(model, config)``; a target module the model does not have is named with the
     model's linear layers, so ``peft.target_modules`` can be fixed."""
     peft = _peft(where)
@@ -129,7 +134,7 @@ def has_adapter(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "adapter_config.json"))
 
 
-def save_base_config(model, output_dir: str) -> None:
+def save_base_config(model: Any, output_dir: str) -> None:
     """The base model's config (labels, ``is_decoder``, ...) beside the adapter, so evaluate / predict rebuild the
     same base; written as ``base_config.json`` (a ``config.json`` would make the directory look like a full model)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -138,7 +143,7 @@ def save_base_config(model, output_dir: str) -> None:
         config.to_json_file(os.path.join(output_dir, BASE_CONFIG_NAME))
 
 
-def base_model_path(cfg, path: str) -> str:
+def base_model_path(cfg: RunConfig, path: str) -> str:
     """Where the adapter in ``path`` has its base: the config's ``model:``, else what peft recorded."""
     from .models import resolve_model
     if cfg.model:
@@ -151,7 +156,7 @@ def base_model_path(cfg, path: str) -> str:
     return resolve_model(recorded, cfg)
 
 
-def load_adapter_model(cfg, path: str):
+def load_adapter_model(cfg: RunConfig, path: str) -> Any:
     """The model of ``trainwright evaluate/predict`` when ``path`` holds an adapter: the base model (with the
     config saved beside the adapter, so the same head and labels) and the adapter on it, ready to evaluate."""
     peft = _peft(cfg.path)

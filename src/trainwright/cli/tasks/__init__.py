@@ -14,6 +14,8 @@ keys go in ``Task.data_keys``, which the config checker, ``--help`` and ``trainw
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ...errors import ConfigError, did_you_mean
 from .base import LabelInfo, PredictionInputs, Task
 from .causal_lm import CausalLM
@@ -42,7 +44,7 @@ ALIASES = {"sequence-classification": "text-classification", "classification": "
            "instruction-tuning": "instruction", "prompt-completion": "instruction", "sft": "instruction"}
 
 
-def get_task(name) -> Task:
+def get_task(name: Any) -> Task:
     """The preset for ``task: name``; an unknown name fails with the valid names and the nearest one."""
     if name is None:
         name = "text-classification"

@@ -11,6 +11,8 @@ the generated answer of every prompt.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +20,11 @@ from ...errors import ConfigError
 from ..keys import Key
 from .base import PredictionInputs, Task, check_int, is_int
 from .generation import decode, eos_id, set_pad_token_id
+
+if TYPE_CHECKING:
+    from ...seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from .base import LabelInfo
+    from .metrics import MetricSpec
 
 
 class Instruction(Task):
@@ -39,19 +46,19 @@ class Instruction(Task):
     unused_data_keys = ("text_columns",)
 
     # ---------------------------------------------------------------- config and columns
-    def template(self, data) -> str:
+    def template(self, data: dict) -> str:
         return data.get("prompt_template") or "{" + (data.get("text_column") or "text") + "}"
 
-    def template_fields(self, data) -> list[str]:
+    def template_fields(self, data: dict) -> list[str]:
         return [f for _, f, _, _ in string.Formatter().parse(self.template(data)) if f]
 
-    def label_column(self, data):
+    def label_column(self, data: dict) -> str:
         return data.get("answer_column") or data.get("label_column") or "label"
 
-    def input_columns(self, data):
+    def input_columns(self, data: dict) -> list[str]:
         return self.template_fields(data)
 
-    def required_columns(self, data, with_labels):
+    def required_columns(self, data: dict, with_labels: bool) -> list[tuple[str, str]]:
         key = "data.prompt_template" if data.get("prompt_template") else "data.text_column"
         cols = [(c, key) for c in self.template_fields(data)]
         if with_labels:
@@ -59,7 +66,7 @@ class Instruction(Task):
                          else "data.label_column"))
         return cols
 
-    def check_data_config(self, data):
+    def check_data_config(self, data: dict) -> None:
         for key in ("prompt_template", "answer_column", "answer_prefix"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ConfigError(f"data.{key} must be a string; got {data[key]!r}.")
@@ -79,25 +86,25 @@ class Instruction(Task):
         if ln is not None and (not isinstance(ln, list) or not ln):
             raise ConfigError(f"data.label_names must be a list of answers, e.g. [negative, positive]; got {ln!r}.")
 
-    def check_metrics(self, metrics):
+    def check_metrics(self, metrics: list[MetricSpec]) -> None:
         for m in metrics:
             if m.metric.name != "accuracy":
                 raise ConfigError(f"task: instruction reports eval_loss and eval_accuracy (the generated answer "
                                   f"against the gold one); metric {m.name!r} is not available. Use metrics: "
                                   "[accuracy] or [].")
 
-    def cache_key(self, data):
+    def cache_key(self, data: dict) -> list:
         return ["instruction", self.template(data), self.label_column(data), data.get("answer_prefix", " "),
                 [str(n) for n in data.get("label_names") or []]]
 
     # ---------------------------------------------------------------- text
-    def prompts(self, batch, data) -> list[str]:
+    def prompts(self, batch: dict, data: dict) -> list[str]:
         fields, template = self.template_fields(data), self.template(data)
         n = len(batch[fields[0]])
         return [template.format(**{f: "" if batch[f][i] is None else str(batch[f][i]).strip() for f in fields})
                 for i in range(n)]
 
-    def answers(self, values, data) -> list[str]:
+    def answers(self, values: Sequence[Any], data: dict) -> list[str]:
         names = [str(n) for n in data.get("label_names") or []]
         out = []
         for v in values:
@@ -107,7 +114,7 @@ class Instruction(Task):
         return out
 
     # ---------------------------------------------------------------- tokenization
-    def tokenize_function(self, tokenizer, data, info, with_labels):
+    def tokenize_function(self, tokenizer: Any, data: dict, info: LabelInfo, with_labels: bool) -> Callable:
         start = getattr(tokenizer, "bos_token_id", None)
         start = start if start is not None else getattr(tokenizer, "cls_token_id", None)
         start = [] if start is None else [int(start)]
@@ -137,47 +144,47 @@ class Instruction(Task):
 
         return tokenize
 
-    def collator(self, tokenizer, data, model=None, predict=False):
+    def collator(self, tokenizer: Any, data: dict, model: Any = None, predict: bool = False) -> Callable:
         if predict:
             from ...data.collator import DataCollatorWithPadding
             return DataCollatorWithPadding(tokenizer)
         from ...data.seq2seq import DataCollatorForSeq2Seq
         return DataCollatorForSeq2Seq(tokenizer)  # inputs padded with the pad id, labels with -100
 
-    def prepare_tokenizer(self, tokenizer, predict=False):
+    def prepare_tokenizer(self, tokenizer: Any, predict: bool = False) -> Any:
         if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left" if predict else "right"  # prompts end where generation starts
         return tokenizer
 
-    def prepare_model(self, model, tokenizer):
+    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
         return set_pad_token_id(model, tokenizer)
 
-    def config_defaults(self, tokenizer, info):
+    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
         return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                 "bos_token_id": getattr(tokenizer, "bos_token_id", None) or getattr(tokenizer, "cls_token_id", None),
                 "eos_token_id": eos_id(tokenizer)}
 
     # ---------------------------------------------------------------- training, metrics and predictions
-    def arguments_class(self):
+    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
         from ...seq2seq import Seq2SeqTrainingArguments
         return Seq2SeqTrainingArguments
 
-    def trainer_class(self):
+    def trainer_class(self) -> type[Seq2SeqTrainer]:
         from .instruction_trainer import instruction_trainer
         return instruction_trainer()
 
-    def training_defaults(self, data):
+    def training_defaults(self, data: dict) -> dict:
         n = data.get("max_new_tokens") or self.DEFAULT_MAX_NEW_TOKENS
         return {"predict_with_generate": True, "generation_config": {"max_new_tokens": n, "do_sample": False}}
 
-    def predict_overrides(self, data):
+    def predict_overrides(self, data: dict) -> dict:
         return {"prediction_loss_only": False, "predict_with_generate": True}
 
-    def predict_kwargs(self, data):
+    def predict_kwargs(self, data: dict) -> dict:
         return {"max_new_tokens": data.get("max_new_tokens") or self.DEFAULT_MAX_NEW_TOKENS, "do_sample": False}
 
-    def compute_metrics(self, metrics, info, tokenizer):
+    def compute_metrics(self, metrics: list[MetricSpec], info: LabelInfo, tokenizer: Any) -> Callable | None:
         if not metrics:
             return None
 
@@ -189,7 +196,7 @@ class Instruction(Task):
 
         return compute
 
-    def prediction_rows(self, predictions, inputs: PredictionInputs):
+    def prediction_rows(self, predictions: Any, inputs: PredictionInputs) -> list[dict]:
         ds, data = inputs.dataset, inputs.data
         prompts = self.prompts({f: ds[f] for f in self.template_fields(data)}, data)
         generated = decode(inputs.tokenizer, predictions)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ...seq2seq import Seq2SeqTrainer
 
 _TRAINER = None
 
 
-def instruction_trainer():
+def instruction_trainer() -> type[Seq2SeqTrainer]:
     global _TRAINER
     if _TRAINER is None:
         _TRAINER = _build()
