@@ -93,7 +93,7 @@ def test_new_checkpoints_hold_the_run_components_typed_and_resume_like_the_old_f
     manifest = json.loads((ckpt / "trainwright_checkpoint.json").read_text())
     assert "extra" not in manifest
     assert manifest["components"]["states"] == {"loss": "LossTracker", "throughput": "Throughput",
-                                                "data_order": "DataOrder"}
+                                                "data_order": "DataOrder", "sampler": "ResumableBatchSampler"}
     assert json.loads((ckpt / "trainwright_states" / "data_order.json").read_text())["state_dict"]["world_size"] == 1
     tracker = LossTracker(torch.device("cpu"))
     out = load_checkpoint(ckpt, states={"loss": tracker}, restore_rng=False)

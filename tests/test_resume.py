@@ -241,3 +241,32 @@ def test_sigterm_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
     assert len(ckpts) == 1
     from trainwright.checkpoint import checkpoint_status
     assert checkpoint_status(str(tmp_path / "out" / ckpts[0]))[0]
+
+
+def test_checkpoints_record_the_data_position_and_resume_starts_there(tmp_path, tokenizer, make_tiny_model,
+                                                                      sst2_small, caplog):
+    """The train sampler is a checkpointed component (trainwright_states/sampler.json): the epoch and the batches
+    of it done (micro-batches, per rank) at the save point; a resumed run starts at that position."""
+    from trainwright.train_plan import TrainPlan
+    data = sst2_small[0].select(range(48))  # 6 batches of 8; with accumulation 2, an epoch is 3 steps
+    _run(tmp_path, data, tokenizer, make_tiny_model, gradient_accumulation_steps=2, max_steps=8, save_steps=2)
+
+    def position(step):
+        with open(tmp_path / f"checkpoint-{step}" / "trainwright_states" / "sampler.json") as f:
+            state = json.load(f)
+        state = state.get("state_dict", state)
+        return state["epoch"], state["batches_done"], state["batches_in_epoch"]
+    assert [position(s) for s in (2, 4, 6, 8)] == [(0, 4, 6), (1, 2, 6), (1, 6, 6), (2, 4, 6)]
+    # the saved position is where the resumed run starts (checkpoint-6: epoch 1 complete, so epoch 2 from its start)
+    resumed = _run(tmp_path / "r", data, tokenizer, make_tiny_model, resume=str(tmp_path / "checkpoint-6"),
+                   gradient_accumulation_steps=2, max_steps=8, save_steps=2)
+    assert position(8) == (2, 4, 6) and resumed.state.global_step == 8
+    # a saved position that disagrees with the step count (not written by this version) still wins, with a warning
+    trainer = Trainer(make_tiny_model(), _args(tmp_path / "p", gradient_accumulation_steps=2), train_dataset=data,
+                      processing_class=tokenizer)
+    plan = TrainPlan(trainer, trainer.get_train_dataloader())
+    plan.sampler.load_state_dict({"epoch": 1, "batches_done": 4})
+    with caplog.at_level("WARNING", logger="trainwright"):
+        assert plan.start(global_step=1) == (1, 2)
+    assert "data position (epoch 1, 4 of 6 batches done)" in caplog.text
+    assert plan.start(global_step=1) == (0, 1)  # read once: without a saved position the step count decides

@@ -6,6 +6,7 @@ transformers); an iterable dataset runs ``max_steps`` steps, starting the stream
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from typing import Any
 from .data.columns import has_length, is_iterable_dataset
 from .data.samplers import EpochPlan, ResumableBatchSampler
 from .errors import ConfigError
+
+logger = logging.getLogger("trainwright")
 
 
 class TrainPlan:
@@ -57,10 +60,23 @@ class TrainPlan:
         return self.batches_per_epoch is not None
 
     def start(self, global_step: int) -> tuple[int, int]:
-        """(epoch, steps already done in it) of a run resumed at ``global_step``."""
-        if self.sampler is not None:
-            return self.epochs.locate(global_step)
-        return divmod(global_step, self.steps_per_epoch)
+        """(epoch, steps already done in it) of a run resumed at ``global_step``: the sampler's saved position
+        when the checkpoint holds one (else, and for a checkpoint of an earlier trainwright or of transformers,
+        the position ``global_step`` gives under this plan)."""
+        if self.sampler is None:
+            return divmod(global_step, self.steps_per_epoch)
+        derived = self.epochs.locate(global_step)
+        saved, self.sampler.resume_position = self.sampler.resume_position, None
+        if saved is None:
+            return derived
+        epoch, done = saved
+        batches = self.sampler.num_batches(epoch)
+        position = (epoch + 1, 0) if done >= batches else (epoch, done // self.accum)
+        if position != derived:
+            logger.warning("The checkpoint's data position (epoch %d, %d of %d batches done) is not where its "
+                           "global_step %d falls under this run's plan (epoch %d, step %d in it): resuming at the "
+                           "saved position.", epoch, done, batches, global_step, derived[0], derived[1])
+        return position
 
     def steps_in_epoch(self, epoch: int) -> int:
         return self.steps_per_epoch if self.batches_per_epoch is None else self.epochs.steps(epoch)
@@ -77,6 +93,7 @@ class TrainPlan:
         batches = iter(self.dataloader)
         if skip and self.sampler is None and self.sized and not ignore_data_skip:
             _take(batches, skip * self.accum)
+        in_epoch = self.sampler.num_batches(epoch) if self.sampler is not None else 0
         for step_in_epoch in range(skip, self.steps_in_epoch(epoch)):
             micro_batches = _take(batches, self.accum)
             if not micro_batches:
@@ -85,6 +102,8 @@ class TrainPlan:
                     micro_batches = _take(batches, self.accum)
                 if not micro_batches:
                     return
+            if self.sampler is not None:  # the position a checkpoint taken after this step records
+                self.sampler.consumed = (epoch, min((step_in_epoch + 1) * self.accum, in_epoch))
             yield step_in_epoch, micro_batches
 
 

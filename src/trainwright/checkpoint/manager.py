@@ -3,7 +3,8 @@
 A checkpoint holds the model, optimizer, scheduler, scaler and RNG states, ``trainer_state.json`` (transformers'
 ``TrainerState``, with the stateful callbacks where transformers keeps them) and the run's stateful components, each
 with ``state_dict()`` / ``load_state_dict()`` (torchtitan's habit): ``loss`` (the running loss and the non-finite
-counters), ``throughput`` (the logging window) and ``data_order`` (world size and dataset fingerprint). A checkpoint
+counters), ``throughput`` (the logging window), ``data_order`` (world size and dataset fingerprint) and ``sampler``
+(the data position: epoch and batches done, for the Trainer's resumable sampler). A checkpoint
 of an earlier trainwright kept those in the manifest's untyped ``extra`` dict: it is read into the same components.
 
 The best-model bookkeeping: a new best metric found at a step that saves is only recorded once that checkpoint is
@@ -62,7 +63,12 @@ class CheckpointManager:
     def components(self) -> dict:
         """The run's stateful components, by the name their state is saved under."""
         t = self.trainer
-        return {"loss": t.loss_tracker, "throughput": t.throughput, "data_order": self.data_order}
+        components = {"loss": t.loss_tracker, "throughput": t.throughput, "data_order": self.data_order}
+        from ..data.samplers import ResumableBatchSampler
+        sampler = getattr(getattr(t.callback_handler, "train_dataloader", None), "batch_sampler", None)
+        if isinstance(sampler, ResumableBatchSampler):
+            components["sampler"] = sampler  # the data position (data/samplers.py)
+        return components
 
     # ------------------------------------------------------------------ saving
     def save_if_due(self, metrics: dict | None) -> None:

@@ -4,7 +4,8 @@ The order of an epoch is a pure function of (seed, epoch): a seeded permutation 
 batches of ``batch_size * world_size`` rows; rank r reads its share of each global batch
 (rows [r*batch_size, (r+1)*batch_size) of a full one), so 2 ranks x 8 see exactly what 1 process
 x 16 sees. Resuming sets the start batch and jumps there directly: nothing before it is loaded or
-replayed.
+replayed. The sampler's ``state_dict()`` is its position (the epoch and the batches the training loop has
+consumed in it, with what the order depends on); a checkpoint saves it, and a resumed run starts from it.
 
 * :class:`ResumableBatchSampler` -- fixed-size batches; ``group_by_length=True`` groups rows of
   similar length (HF's megabatch scheme) while staying seeded, shuffled and resumable. Groups are
@@ -49,10 +50,24 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.group_batches = max(1, int(group_batches))  # batches per length group (gradient accumulation)
         self.epoch = 0
         self.start_batch = 0
+        self.consumed = (0, 0)  # (epoch, batches of it the training loop has finished): set by the loop
+        self.resume_position: tuple[int, int] | None = None  # from a checkpoint, until the loop reads it
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch = epoch
         self.start_batch = start_batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position: ``epoch`` and ``batches_done`` in it (per rank), and the order's inputs for reference."""
+        epoch, done = self.consumed
+        return {"epoch": int(epoch), "batches_done": int(done), "batches_in_epoch": int(self.num_batches(epoch)),
+                "seed": int(self.seed), "shuffle": bool(self.shuffle), "group_by_length": bool(self.group_by_length),
+                "world_size": int(self.world_size)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Keeps the saved position for the training loop's resume (:meth:`resume_start`)."""
+        self.resume_position = (int(state["epoch"]), int(state["batches_done"]))
+        self.consumed = self.resume_position
 
     def _generator(self, epoch: int) -> torch.Generator:
         g = torch.Generator()
