@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigError
 from ..keys import Key
 from .base import PredictionInputs, Task, check_bool, check_choice, check_int
-from .generation import decode, eos_id, set_pad_token_id
+from .generation import DecoderModelSetup, decode, eos_id
 from .readers import existing_file, file_state, in_memory_dataset, where
 
 if TYPE_CHECKING:
-    from ...seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from ...seq2seq import Seq2SeqTrainer
     from ..config import RunConfig
     from .base import LabelInfo
     from .metrics import MetricSpec
 
 
-class CausalLM(Task):
+class CausalLM(DecoderModelSetup, Task):
     """Plain text → next-token prediction: a text file (``format: text``) or a text column, cut into blocks of
     ``block_size`` tokens (``packing: true`` packs whole documents into rows instead). Reports eval_loss and
     eval_perplexity; ``predict`` continues prompts (greedy, ``max_new_tokens``)."""
@@ -163,19 +163,7 @@ class CausalLM(Task):
             tokenizer.padding_side = "left"  # prompts end where generation starts
         return tokenizer
 
-    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
-        return set_pad_token_id(model, tokenizer)
-
-    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
-        return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": getattr(tokenizer, "bos_token_id", None) or getattr(tokenizer, "cls_token_id", None),
-                "eos_token_id": eos_id(tokenizer)}
-
     # ---------------------------------------------------------------- training and predictions
-    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
-        from ...seq2seq import Seq2SeqTrainingArguments
-        return Seq2SeqTrainingArguments
-
     def trainer_class(self) -> type[Seq2SeqTrainer]:
         return _causal_lm_trainer()
 

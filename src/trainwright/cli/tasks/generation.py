@@ -1,11 +1,33 @@
-"""What the generating tasks (causal-lm, seq2seq) share: the end-of-text token, decoding generated ids,
-and the pad token id that ``generate`` pads finished rows with."""
+"""What the generating tasks (causal-lm, instruction, seq2seq) share: the end-of-text token, decoding generated
+ids, the pad token id that ``generate`` pads finished rows with, and the decoder-only tasks' model setup."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ...seq2seq import Seq2SeqTrainingArguments
+    from .base import LabelInfo
+
+
+class DecoderModelSetup:
+    """The decoder-only tasks' (causal-lm, instruction) model setup, mixed in before ``Task``: the model gets the
+    tokenizer's pad token, a model built from a config takes the tokenizer's vocabulary and special tokens, and
+    the arguments are the Seq2Seq ones (generation settings)."""
+
+    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
+        return set_pad_token_id(model, tokenizer)
+
+    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
+        return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+                "bos_token_id": getattr(tokenizer, "bos_token_id", None) or getattr(tokenizer, "cls_token_id", None),
+                "eos_token_id": eos_id(tokenizer)}
+
+    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
+        from ...seq2seq import Seq2SeqTrainingArguments
+        return Seq2SeqTrainingArguments
 
 
 def eos_id(tokenizer: Any) -> int | None:

@@ -19,15 +19,15 @@ import numpy as np
 from ...errors import ConfigError
 from ..keys import Key
 from .base import PredictionInputs, Task, check_int, is_int
-from .generation import decode, eos_id, set_pad_token_id
+from .generation import DecoderModelSetup, decode, eos_id
 
 if TYPE_CHECKING:
-    from ...seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from ...seq2seq import Seq2SeqTrainer
     from .base import LabelInfo
     from .metrics import MetricSpec
 
 
-class Instruction(Task):
+class Instruction(DecoderModelSetup, Task):
     """Prompt → answer with a causal LM: the answer is the only labelled part; scored by greedy generation."""
 
     name = "instruction"
@@ -157,19 +157,7 @@ class Instruction(Task):
         tokenizer.padding_side = "left" if predict else "right"  # prompts end where generation starts
         return tokenizer
 
-    def prepare_model(self, model: Any, tokenizer: Any) -> Any:
-        return set_pad_token_id(model, tokenizer)
-
-    def config_defaults(self, tokenizer: Any, info: LabelInfo) -> dict:
-        return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": getattr(tokenizer, "bos_token_id", None) or getattr(tokenizer, "cls_token_id", None),
-                "eos_token_id": eos_id(tokenizer)}
-
     # ---------------------------------------------------------------- training, metrics and predictions
-    def arguments_class(self) -> type[Seq2SeqTrainingArguments]:
-        from ...seq2seq import Seq2SeqTrainingArguments
-        return Seq2SeqTrainingArguments
-
     def trainer_class(self) -> type[Seq2SeqTrainer]:
         from .instruction_trainer import instruction_trainer
         return instruction_trainer()
