@@ -31,10 +31,10 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest -q tests
 
-# the quick subset: no torchrun, no pretrained model, no torch.compile, no slow test (about 85 s on 2 CPU cores;
-# the tiny test models run fastest on one intra-op thread)
+# the quick subset: no torchrun, no pretrained model, no torch.compile, no slow test, in two pytest workers of one
+# intra-op thread each (the tiny test models run fastest on one thread; about 80 s on 2 CPU cores)
 test-fast: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests -m "not slow and not torchrun and not pretrained and not compile"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests -m "not slow and not torchrun and not pretrained and not compile"
 
 bench: venv
 	$(BIN)/python bench/bench_sst2.py

@@ -72,6 +72,7 @@ def test_training_goes_on_while_a_checkpoint_is_written(tmp_path, tokenizer, mak
         assert torch.equal(value, watch.weights[4][name]), name
 
 
+@pytest.mark.slow
 def test_resume_from_a_background_written_checkpoint_is_bit_identical(tmp_path, tokenizer, make_tiny_model,
                                                                       sst2_small, monkeypatch):
     monkeypatch.setenv(SLOW, "0.05")
@@ -134,6 +135,7 @@ class Fail(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_save_model_and_an_exception_wait_for_the_write(tmp_path, tokenizer, make_tiny_model, sst2_small,
                                                         monkeypatch):
     """At step 5 (checkpoint-4 still being written) a callback calls save_model, then raises: save_model waits for

@@ -133,6 +133,7 @@ def test_report_command(sst2_run, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- other data sets
+@pytest.mark.slow
 @needs_data
 def test_mrpc_sentence_pairs(tiny_model, in_repo, tmp_path, capsys):
     out = tmp_path / "mrpc"

@@ -196,6 +196,7 @@ def test_instruction_task_trains_evaluates_by_generation_and_predicts(tmp_path, 
     assert sum(p["correct"] for p in preds) / len(preds) == pytest.approx(metrics["eval_accuracy"])
 
 
+@pytest.mark.slow
 def test_train_resume_continues_from_an_adapter_checkpoint(tiny_model, tmp_path, capsys):
     """`trainwright train --resume` with a peft: section: the adapter checkpoint (no base weights in it) resumes,
     and the run ends with the adapter of the straight run (bit-identical)."""

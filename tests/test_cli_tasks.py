@@ -79,6 +79,7 @@ def test_conll2003_train_labels_and_seqeval_metrics(ner_run):
     assert config["label2id"] == {t: i for i, t in enumerate(NER_TAGS)}
 
 
+@pytest.mark.slow
 @needs_data
 def test_conll2003_predict_one_tag_per_word(ner_run, in_repo, capsys):
     common = ["--set", f"output_dir={ner_run}", "data.eval_limit=50", "data.max_length=64"]

@@ -272,6 +272,7 @@ def test_auto_groups_by_real_length_and_model_sees_trimmed_batches(tmp_path, tok
         assert int(real[batch].max()) in widths
 
 
+@pytest.mark.slow
 def test_training_matches_untrimmed(tmp_path, tokenizer, make_tiny_model):
     """Same batches (random order), trimmed or not: the same losses and weights."""
     train = _prepadded_sst2(tokenizer, "train", 64)
@@ -332,6 +333,7 @@ def test_trimmed_lengths_from_arrow(tokenizer):
     np.testing.assert_array_equal(trimmed_lengths(list(picked)), trimmed_lengths(picked))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generate", [False, True], ids=["logits", "generate"])
 def test_seq2seq_evaluation_outputs_unchanged(tmp_path, tokenizer, generate):
     from trainwright import Seq2SeqTrainer, Seq2SeqTrainingArguments

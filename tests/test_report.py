@@ -206,6 +206,7 @@ def test_crashed_run_without_train_end(tmp_path):
         assert_png(run / f"report_{name}.png")
 
 
+@pytest.mark.slow
 def test_several_runs_one_report(tmp_path):
     a, b = tmp_path / "lr-5e-5", tmp_path / "lr-1e-4"
     replay(a)
@@ -229,6 +230,7 @@ def test_several_runs_one_report(tmp_path):
     assert 'data-run="0"' in text and 'data-run="1"' in text                # the run checkboxes
 
 
+@pytest.mark.slow
 def test_fallback_to_trainer_state_of_newest_checkpoint(tmp_path):
     run = tmp_path / "no-jsonl"
     replay(run, stop=30, crash=True, save_states=True)
@@ -463,6 +465,7 @@ def test_segments_from_replayed_lines(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # PNG: the y-axis label stays inside the image
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_png_axis_label_not_clipped(tmp_path):
     import matplotlib.image
 

@@ -31,6 +31,7 @@ def _assert_every_chart_drawn(result, html_path):
         assert chart["yAxisFits"], chart
 
 
+@pytest.mark.slow
 def test_three_runs_compared(tmp_path):
     a, b, c = tmp_path / "lr-5e-5", tmp_path / "lr-1e-4", tmp_path / "crashed"
     replay(a)

@@ -140,6 +140,7 @@ def test_mlflow_local_default_is_a_sqlite_store_in_output_dir(tmp_path, tokenize
     assert history("train_runtime") == [(STEPS, pytest.approx(trainer.state.log_history[-2]["train_runtime"]))]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_mlflow_second_run_in_the_process_goes_to_its_own_output_dir(tmp_path, tokenizer, mlflow_unset):
     """The default URI trainwright set for the first run is not taken for a user's setting."""
