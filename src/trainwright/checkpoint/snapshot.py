@@ -6,8 +6,8 @@ the write (which can run in a background thread) never reads the live model, opt
 What the capture does at the save point: the optimizer, scheduler, scaler, RNG and run components' state dicts are
 encoded (JSON-able data plus tensors) and their tensors copied; the model's ``state_dict()`` is copied and later
 written with the model's own ``save_pretrained(state_dict=...)`` (a ``save_pretrained`` that cannot take a state
-dict runs at the save point instead), and the processing class is saved at the save point (its files are
-fsynced by the write); the trainer state and arguments are already private dicts. Without
+dict, and a PEFT adapter, are written at the save point instead), and the processing class is saved at the save
+point (its files are fsynced by the write); the trainer state and arguments are already private dicts. Without
 ``copies`` (a synchronous save) nothing is copied and the write reads the objects themselves.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _capture_model(snap: Snapshot, copies: HostCopies | None) -> None:
     from .adapters import is_adapter_model
     # written at the save point: a model whose save_pretrained cannot be given a copy of its state, and a PEFT
     # adapter (small; peft computes some of the tensors it saves, e.g. prompt embeddings, from the live model)
-    if is_adapter_model(m) or (callable(save) and not _takes_state_dict(m, save)):
+    if is_adapter_model(m) or (callable(save) and not _takes_state_dict(save)):
         snap.model_info = _save_model(snap.writer, snap.model, checkpoint=True)
         return
     state = m.state_dict()
@@ -141,16 +141,13 @@ def _capture_model(snap: Snapshot, copies: HostCopies | None) -> None:
                                             defer=trained_storages(m) if snap.defer else False)
 
 
-def _takes_state_dict(model: Any, save: Any) -> bool:
-    """Whether ``save_pretrained`` writes the ``state_dict`` it is given (transformers' and PEFT's do)."""
+def _takes_state_dict(save: Any) -> bool:
+    """Whether ``save_pretrained`` writes the ``state_dict`` it is given (transformers' does; a PEFT adapter never
+    gets here: it is written at the save point)."""
     try:
-        params = inspect.signature(save).parameters
+        return "state_dict" in inspect.signature(save).parameters
     except (TypeError, ValueError):
         return False
-    if "state_dict" in params:
-        return True
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return var_kw and type(model).__module__.split(".")[0] == "peft"  # PeftModel reads kwargs["state_dict"]
 
 
 def _capture_run_state(snap: Snapshot, optimizer, lr_scheduler, scaler, rng_state: bool, states,
