@@ -27,14 +27,17 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check src tests bench examples
 
-# everything, lint first (a lint failure fails the target)
+# everything, lint first (a lint failure fails the target), in TEST_WORKERS pytest workers of one intra-op thread
+# each; a test module stays on one worker (--dist loadscope), so its module fixtures run once. About 8 minutes on
+# 2 CPU cores (14 in one process: most of the slow tests wait on subprocesses, sleeps and timeouts)
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
 
 # the quick subset: no torchrun, no pretrained model, no torch.compile, no slow test, in two pytest workers of one
 # intra-op thread each (the tiny test models run fastest on one thread; about 80 s on 2 CPU cores)
 test-fast: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests -m "not slow and not torchrun and not pretrained and not compile"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests -m "not slow and not torchrun and not pretrained and not compile"
 
 bench: venv
 	$(BIN)/python bench/bench_sst2.py
