@@ -39,6 +39,7 @@ _EXPORTS = {
     "CheckpointError": "errors",
     "NonFiniteLossError": "errors",
     "HubError": "errors",
+    "BatchSizeSearchError": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["metrics", "__version__"]

@@ -105,7 +105,7 @@ class TrainingArguments(ProcessView, Setters):
     neftune_noise_alpha: float | None = _arg(None,
                                              "NEFTune: noise of this scale on the input embeddings while training.")
     torch_empty_cache_steps: int | None = _arg(None, "Empty the device cache every N steps.")
-    auto_find_batch_size: bool = _arg(False, "Not supported (automatic batch-size search).")
+    auto_find_batch_size: bool = _arg(False, "On out of memory, train again with the batch size x 0.9.")
     # --- logging
     logging_dir: str | None = _arg(None, "TensorBoard directory (trainwright keeps this transformers 4.x "
                                          "argument); '~' is expanded.")

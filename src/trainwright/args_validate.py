@@ -41,7 +41,6 @@ UNSUPPORTED = {
     "deepspeed": "DeepSpeed is not used; for sharding use fsdp='full_shard' (FSDP2) under torchrun",
     "use_liger_kernel": "Liger kernels are not integrated",
     "liger_kernel_config": "Liger kernels are not integrated",
-    "auto_find_batch_size": "automatic batch-size search is not implemented; set per_device_train_batch_size",
     "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
     "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",
     "parallelism_config": "trainwright does not use accelerate's parallelism config; use fsdp / torchrun",
@@ -267,6 +266,10 @@ def _check_intervals(args) -> None:
     if args.max_tokens_per_batch is not None and args.max_tokens_per_batch < 1:
         raise ConfigError(f"max_tokens_per_batch={args.max_tokens_per_batch!r} must be a positive number of "
                           "(padded) tokens per batch.")
+    if args.max_tokens_per_batch and args.auto_find_batch_size:
+        raise ConfigError("auto_find_batch_size=True lowers per_device_train_batch_size, which token-budget batches "
+                          f"(max_tokens_per_batch={args.max_tokens_per_batch}) do not use: lower max_tokens_per_batch "
+                          "instead, or drop max_tokens_per_batch to search the batch size.")
     if args.max_consecutive_nonfinite_steps < 1:
         raise ConfigError("max_consecutive_nonfinite_steps must be >= 1.")
 

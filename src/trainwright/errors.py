@@ -32,6 +32,10 @@ class HubError(TrainwrightError, RuntimeError):
     """Pushing to the Hugging Face Hub failed (the endpoint, the error and how to push later are in the message)."""
 
 
+class BatchSizeSearchError(TrainwrightError, RuntimeError):
+    """auto_find_batch_size found no batch size that fits in memory, or an evaluation ran out of memory during it."""
+
+
 class CorruptCheckpointError(CheckpointError):
     """A checkpoint's files are incomplete or do not match its manifest (nothing was loaded from it)."""
 

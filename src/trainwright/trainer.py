@@ -23,6 +23,7 @@ from . import callbacks as cb
 from . import dataloaders, evaluation, train_step
 from .args import TrainingArguments
 from .args_compat import as_trainwright_args
+from .batch_size_search import BatchSizeSearch, evaluate_in_training
 from .checkpoint.manager import CheckpointManager
 from .checkpoint.run_lock import check_output_dir, holds_output_dir_lock
 from .console import print_training_header
@@ -33,7 +34,7 @@ from .hub import HubMixin
 from .memory import prepare_model_for_training
 from .neftune import neftune_callbacks
 from .optim import current_learning_rate, parameter_groups, step_on_metric, steps_on_metric
-from .outputs import EvalPrediction, PredictionOutput, TrainOutput, save_results, set_seed, write_json_result
+from .outputs import EvalPrediction, PredictionOutput, TrainOutput, set_seed, write_json_result
 from .precision import Precision
 from .progress import LossTracker, Throughput
 from .quantization import place_model
@@ -247,8 +248,12 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         if kwargs:
             raise ConfigError(f"train() got unexpected arguments {sorted(kwargs)}; it takes "
                               "resume_from_checkpoint, trial and ignore_keys_for_eval.")
+        return BatchSizeSearch(self).run(self._train_once, resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _train_once(self, search: BatchSizeSearch, resume_from_checkpoint, trial,
+                    ignore_keys_for_eval) -> TrainOutput:  # once, or once per batch size (auto_find_batch_size)
         with self.stop_signal.scope(), self.checkpoints.scope():  # handlers restored, the write in flight ended
-            resume, fall_back = self.checkpoints.resume_target(resume_from_checkpoint)
+            resume, fall_back = search.resume_target(resume_from_checkpoint)
             self._memory_tracker.start("train")
             check_output_dir(self.args.output_dir)
             plan = self._set_up_training(trial)
@@ -421,7 +426,7 @@ class Trainer(HubMixin, TrainerMethodsMixin):
     def _evaluate(self, ignore_keys=None, skip_scheduler: bool = False) -> dict:
         """An evaluation during training: the best-model bookkeeping and a metric-stepped schedule's step."""
         self.checkpoints.before_evaluation()  # the best so far (read by callbacks) includes the write in flight
-        metrics = self.evaluate(ignore_keys=ignore_keys)
+        metrics = evaluate_in_training(self, ignore_keys)  # auto_find_batch_size: an OOM here is not retried
         self.checkpoints.update_best(metrics)
         if not skip_scheduler and self.lr_scheduler is not None and steps_on_metric(self.lr_scheduler):
             step_on_metric(self.lr_scheduler, metrics, self.args.metric_for_best_model)
@@ -576,12 +581,6 @@ class Trainer(HubMixin, TrainerMethodsMixin):
             raise ConfigError("The Trainer has no optimizer yet: it is built by train(); call "
                               "trainer.create_optimizer() first to inspect it before training.")
         return self.optimizer
-
-    def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
-        """Writes ``<split>_results.json`` and, with ``combined``, merges ``metrics`` into ``all_results.json``
-        (main process only; atomic, a full disk is one warning per file and the previous file stays)."""
-        if self.is_world_process_zero():
-            save_results(self.args.output_dir, split, metrics, combined)
 
 
 # ====================================================================== constructor helpers

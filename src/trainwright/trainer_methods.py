@@ -26,6 +26,13 @@ class TrainerMethodsMixin:
             from .console import print_metrics
             print_metrics(split, metrics)
 
+    def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
+        """Writes ``<split>_results.json`` and, with ``combined``, merges ``metrics`` into ``all_results.json``
+        (main process only; atomic, a full disk is one warning per file and the previous file stays)."""
+        if self.is_world_process_zero():
+            from .outputs import save_results
+            save_results(self.args.output_dir, split, metrics, combined)
+
     def metrics_format(self, metrics: dict) -> dict:
         """``metrics`` formatted for printing, as transformers' ``Trainer.metrics_format``."""
         from .metrics_format import metrics_format

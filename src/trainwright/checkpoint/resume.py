@@ -96,8 +96,12 @@ def resume_problems(loaded: dict, trainer: Any, saved: dict) -> list[str]:
     from ..data.fingerprint import fingerprint_mismatches
 
     dataset = trainer.train_dataset
+    saved_args = dict(loaded.get("training_args") or {})
+    used = (loaded.get("trainer_state") or {}).get("train_batch_size")
+    if getattr(trainer.args, "auto_find_batch_size", False) and used:  # the batch size the search found (as HF)
+        saved_args["per_device_train_batch_size"] = used
     # the checkpoint holds the full state: the world size may change if the global batch does not
-    problems = resume_mismatches(loaded.get("training_args") or {}, saved.get("world_size", 1), trainer.args,
+    problems = resume_mismatches(saved_args, saved.get("world_size", 1), trainer.args,
                                  trainer.dist.world_size, len(dataset) if has_length(dataset) else None)
     return problems + fingerprint_mismatches(saved.get("data"), train_fingerprint(trainer, fresh=True))
 

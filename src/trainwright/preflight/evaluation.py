@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..batch_size_search import evaluation_oom_not_retried
 from ..checkpoint.manager import best_metric_key
 from ..data.columns import is_iterable_dataset
 from ..distributed import unwrap_model
@@ -141,7 +142,7 @@ def _dry_evaluate(trainer, batches, prefix: str) -> dict | None:
         return None  # evaluation_loop would cast a non-fp32 model to fp32 afterwards: leave it to the first evaluation
     was_training = model.training
     try:
-        with preserved_rng():
+        with preserved_rng(), evaluation_oom_not_retried(trainer.args):  # not a train batch size problem
             output = trainer._run_evaluation(batches, "Evaluation", metric_key_prefix=prefix, quiet=True)
         return output.metrics
     finally:
