@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import weakref
 
 import pytest
 import torch
@@ -68,13 +69,23 @@ def test_out_of_memory_errors_recognised():
 
 def test_search_finds_the_batch_size_and_trains(tmp_path, tokenizer, make_tiny_model, sst2_small, caplog):
     model = make_tiny_model()
-    seen = _limit_rows(model, 20)
+    seen = _limit_rows(model, 20)  # (its refusals are left to hold_activation, which runs first)
+    activations, freed = [], []
+
+    def hold_activation(module, args, kwargs):  # a failed try's tensors must be freed before the next try
+        freed.append(all(ref() is None for ref in activations))
+        if kwargs["input_ids"].shape[0] > 20:
+            activation = torch.ones(kwargs["input_ids"].shape[0], 1000)  # in the traceback's frame
+            activations.append(weakref.ref(activation))
+            raise torch.OutOfMemoryError(CUDA_OOM)
+    model.register_forward_pre_hook(hold_activation, with_kwargs=True, prepend=True)
     trainer = _trainer(tmp_path, sst2_small[0].select(range(96)), tokenizer, model)
     handler_before = signal.getsignal(signal.SIGTERM)
     with caplog.at_level(logging.WARNING, logger="trainwright"):
         out = trainer.train()
-    assert [b for b in seen if b > 20] == [32, 28, 25, 22]  # one failed forward per size, then 19 fits
-    assert max(b for b in seen if b <= 20) == 19
+    assert len(activations) == 4 and max(seen) == 19  # one failed forward per size: 32, 28, 25, 22; then 19 fits
+    assert "per_device_train_batch_size=22" in caplog.text and "trying 19" in caplog.text
+    assert all(freed)
     assert out.global_step == 10 and trainer.state.train_batch_size == 19 and trainer._train_batch_size == 19
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 10 and sum(losses[-3:]) < sum(losses[:3])  # one log per step of the successful try
