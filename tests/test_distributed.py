@@ -198,6 +198,23 @@ def test_evaluate_and_predict_gather_every_row_once_in_order(runs):
 
 @pytest.mark.torchrun
 @pytest.mark.slow
+def test_batch_eval_metrics_and_gather_object_under_ddp(runs):
+    """batch_eval_metrics: one call per step on the step's batches of both ranks (a padding batch adds no row),
+    compute_result on the last; eval_use_gather_object: list outputs of every row once, in dataset order."""
+    runs["launches"]["ddp"].check()
+    got = json.loads((runs["out"] / "batch_eval.json").read_text())
+    ref = runs["single"]["eval"]
+    for name, rows in (("odd", common.EVAL_ROWS), ("tiny", common.TINY_EVAL_ROWS)):
+        calls = got[name]["calls"]
+        assert [c[0] for c in calls] == [False] * (len(calls) - 1) + [True], name
+        assert len(calls) == (3 if name == "odd" else 1) and sum(c[1] for c in calls) == rows
+        assert got[name]["accuracy"] == ref[name]["metrics"]["eval_accuracy"]
+        assert got[name]["labels"] == ref[name]["labels"]
+        assert got[name]["argmax"] == [int(max(range(2), key=p.__getitem__)) for p in ref[name]["predictions"]]
+
+
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     runs["launches"]["fsdp"].check()
     record = json.loads((runs["out"] / "fsdp_eval.json").read_text())

@@ -135,10 +135,10 @@ class TrainingArguments(ProcessView, Setters):
     prediction_loss_only: bool = _arg(False, "Evaluation returns the loss only.")
     eval_on_start: bool = _arg(False, "Evaluate once before training.")
     eval_do_concat_batches: bool = _arg(True, "Concatenate the predictions of all batches.")
-    eval_use_gather_object: bool = _arg(False, "Not supported (gather_object).")
+    eval_use_gather_object: bool = _arg(False, "Gather list outputs as one object per row (all_gather_object).")
     eval_accumulation_steps: int | None = _arg(None, "Move predictions to the CPU every N batches.")
     include_for_metrics: list[str] = _arg(help="Also give compute_metrics: inputs and/or loss.", factory=list)
-    batch_eval_metrics: bool = _arg(False, "Not supported (batched compute_metrics).")
+    batch_eval_metrics: bool = _arg(False, "Call compute_metrics per eval batch (compute_result=True: last).")
     # --- checkpoints
     save_only_model: bool = _arg(False, "Checkpoints hold the model only (no optimizer state: no exact resume).")
     save_strategy: hf_types.SaveStrategy | str = _arg("steps", "When to save: no, steps, epoch or best.")

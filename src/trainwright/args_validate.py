@@ -44,8 +44,6 @@ UNSUPPORTED = {
     "optim_target_modules": "GaLore/APOLLO-style target modules are not implemented",
     "accelerator_config": "trainwright does not use accelerate; distributed settings are ddp_* / fsdp*",
     "parallelism_config": "trainwright does not use accelerate's parallelism config; use fsdp / torchrun",
-    "eval_use_gather_object": "evaluation gathers tensors only",
-    "batch_eval_metrics": "compute_metrics is called once on the whole evaluation set",
     "enable_jit_checkpoint": "use SIGTERM handling, which always writes a checkpoint before exiting",
     "debug": "debug modes (underflow_overflow, tpu_metrics_debug) are not implemented",
 }

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batch_metrics import BatchMetrics, with_last
 from .data.columns import has_length, is_iterable_dataset
 from .data.samplers import restore_order
 from .data.trim import batch_trimmer
@@ -52,40 +53,50 @@ def run_evaluation(trainer: Any, dataloader: Any, description: str, ignore_keys:
 
 def compute_metrics(trainer: Any, eval_prediction: EvalPrediction) -> dict[str, float]:
     """``trainer.compute_metrics`` checked to return numbers; in the quiet dry run its failure is MetricsFailed."""
+    return check_metrics(call_metrics(trainer, eval_prediction))
+
+
+def call_metrics(trainer: Any, eval_prediction: EvalPrediction, **kwargs: Any) -> Any:
+    """``trainer.compute_metrics(eval_prediction, **kwargs)`` as returned; in the quiet dry run its failure is
+    MetricsFailed."""
     if not getattr(trainer, "_eval_quiet", False):
-        return check_metrics(trainer.compute_metrics(eval_prediction))
+        return trainer.compute_metrics(eval_prediction, **kwargs)
     try:
-        result = trainer.compute_metrics(eval_prediction)
+        return trainer.compute_metrics(eval_prediction, **kwargs)
     except Exception as e:  # the pre-flight decides whether this can wait for the first evaluation
         from .preflight import MetricsFailed
         raise MetricsFailed(e) from e
-    return check_metrics(result)
 
 
 def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | None, ignore_keys: Any,
-                    metric_key_prefix: str) -> EvalLoopOutput:
+                    metric_key_prefix: str, description: str = "Evaluation") -> EvalLoopOutput:
     """Runs ``trainer.prediction_step`` over ``dataloader``; see the module docstring."""
     args = trainer.args
     prediction_loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
     model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
     quiet = getattr(trainer, "_eval_quiet", False)  # the pre-flight dry run: no callbacks
+    # every rank gets all outputs, in rank order (= the single-process order); an iterable eval set is not
+    # sharded (every rank evaluates all of it), so there is nothing to gather
+    gather = trainer.dist.enabled and not is_iterable_dataset(getattr(dataloader, "dataset", None))
+    streaming = BatchMetrics.for_loop(trainer, gather, description)  # batch_eval_metrics: called per batch
     with trainer.precision.evaluation(trainer.model):  # bf16_full_eval / fp16_full_eval: the model cast, then back
         model.eval()
         if not quiet:
             trainer.callback_handler.eval_dataloader = dataloader
-        outputs = _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet)
+        outputs = _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet, streaming)
     predictions, label_ids, loss_sum, num_samples, eval_inputs = outputs
-    # every rank gets all outputs, in rank order (= the single-process order); an iterable eval set is not
-    # sharded (every rank evaluates all of it), so there is nothing to gather
-    if trainer.dist.enabled and not is_iterable_dataset(getattr(dataloader, "dataset", None)):
+    objects = bool(getattr(args, "eval_use_gather_object", False))  # a list output: one object per row
+    if gather:
         predictions, label_ids, loss_sum, num_samples, eval_inputs = gather_predictions(
-            trainer.dist, predictions, label_ids, loss_sum, num_samples, eval_inputs)
+            trainer.dist, predictions, label_ids, loss_sum, num_samples, eval_inputs, objects)
     # batches ran sorted by length: back to dataset order (the order spans all ranks' gathered outputs)
     inverse_order = getattr(getattr(dataloader, "batch_sampler", None), "inverse_order", None)
-    predictions, label_ids = restore_order(predictions, inverse_order), restore_order(label_ids, inverse_order)
-    eval_inputs = restore_order(eval_inputs, inverse_order)
+    predictions, label_ids, eval_inputs = (_restore(x, inverse_order, objects)
+                                           for x in (predictions, label_ids, eval_inputs))
     metrics: dict[str, Any] = {}
-    if trainer.compute_metrics is not None and predictions is not None and label_ids is not None:
+    if streaming is not None:
+        metrics = streaming.metrics()
+    elif trainer.compute_metrics is not None and predictions is not None and label_ids is not None:
         metrics = compute_metrics(trainer, EvalPrediction(predictions=predictions, label_ids=label_ids,
                                                           inputs=eval_inputs))
     if num_samples and loss_sum is not None and (trainer._has_labels_seen or float(loss_sum.item()) != 0.0):
@@ -95,55 +106,93 @@ def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | 
     return EvalLoopOutput(predictions, label_ids, metrics, num_samples)
 
 
-def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet: bool):
-    """(predictions, label ids, summed loss, rows, inputs) of this rank, on the host."""
+def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet: bool, streaming=None):
+    """(predictions, label ids, summed loss, rows, inputs) of this rank, on the host (with ``batch_eval_metrics``
+    in evaluate(): no predictions, labels or inputs kept; each batch goes to ``streaming``)."""
     trainer._has_labels_seen = False  # set by prediction_step: whether this evaluation's batches had labels
     loss_sum = torch.zeros((), dtype=torch.float64, device=trainer.device)
     num_samples = 0
-    preds_host, labels_host, inputs_host = [], [], []
+    kept = _Kept(streaming is None or streaming.keeps_outputs, "inputs" in trainer.args.include_for_metrics)
     real_batches = getattr(getattr(dataloader, "batch_sampler", None), "num_real_batches", None)
-    trimmer, pred_cuts, label_cuts = batch_trimmer(dataloader), [], []  # pre-padded batches run trimmed
-    for step, inputs in enumerate(dataloader):
+    trimmer = batch_trimmer(dataloader)  # pre-padded batches run trimmed
+    batches = with_last(dataloader) if streaming is not None else ((s, b, False) for s, b in enumerate(dataloader))
+    for step, inputs, is_last in batches:
         batch_size = batch_rows(inputs)
         run, cut = trimmer.trim(inputs) if trimmer is not None else (inputs, None)
         loss, logits, labels = trainer.prediction_step(model, run, prediction_loss_only, ignore_keys)
         if real_batches is not None and step >= real_batches:
-            continue  # a padding batch: run so that every rank runs as many forwards (FSDP2), then dropped
+            # a padding batch: run so that every rank runs as many forwards (FSDP2), then dropped
+            if streaming is not None:  # it still takes part in the per-step gather
+                streaming.add(None, None, None, inputs, None, None, is_last)
+            continue
         if loss is not None:
             loss_sum += loss.detach().to(torch.float64) * batch_size
-        if logits is not None:
-            if trainer.preprocess_logits_for_metrics is not None:
-                logits = trainer.preprocess_logits_for_metrics(logits, labels)
-            preds_host.append(to_host(logits))
-            pred_cuts.append(cut)
-        if labels is not None:
-            labels_host.append(to_host(labels))
-            label_cuts.append(cut)
-        if "inputs" in trainer.args.include_for_metrics:
-            inputs_host.append(to_host(inputs.get("input_ids")))
+        if logits is not None and trainer.preprocess_logits_for_metrics is not None:
+            logits = trainer.preprocess_logits_for_metrics(logits, labels)
+        kept.add(logits, labels, inputs, cut)
         num_samples += batch_size
         if not quiet:
             trainer.control = trainer.callback_handler.on_prediction_step(trainer.args, trainer.state, trainer.control)
+        if streaming is not None:
+            streaming.add(loss, logits, labels, inputs, cut, trimmer, is_last)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
-    if trimmer is not None:  # token-level outputs of trimmed batches back to the batches' widths, on the host
-        preds_host = trimmer.pad_back_all(preds_host, pred_cuts)
-        labels_host = trimmer.pad_back_all(labels_host, label_cuts)
-    return (concat_to_numpy(preds_host) if preds_host else None, concat_to_numpy(labels_host) if labels_host else None,
-            loss_sum, num_samples, concat_to_numpy(inputs_host) if inputs_host else None)
+    objects = bool(getattr(trainer.args, "eval_use_gather_object", False))
+    predictions, label_ids, input_ids = kept.arrays(trimmer, objects)
+    return predictions, label_ids, loss_sum, num_samples, input_ids
+
+
+class _Kept:
+    """The batches' outputs moved to the host (``keep`` False: none kept) and, when trimmed, their cuts."""
+
+    def __init__(self, keep: bool, inputs: bool) -> None:
+        self.keep, self.inputs = keep, inputs
+        self.preds, self.labels, self.input_ids, self.pred_cuts, self.label_cuts = [], [], [], [], []
+
+    def add(self, logits: Any, labels: Any, inputs: Any, cut: Any) -> None:
+        if not self.keep:
+            return
+        if logits is not None:
+            self.preds.append(to_host(logits))
+            self.pred_cuts.append(cut)
+        if labels is not None:
+            self.labels.append(to_host(labels))
+            self.label_cuts.append(cut)
+        if self.inputs:
+            self.input_ids.append(to_host(inputs.get("input_ids")))
+
+    def arrays(self, trimmer: Any, objects: bool) -> tuple:
+        """(predictions, label ids, input ids) concatenated (None where nothing was kept); token-level outputs of
+        trimmed batches back to the batches' widths, on the host."""
+        preds, labels = self.preds, self.labels
+        if trimmer is not None:
+            preds, labels = trimmer.pad_back_all(preds, self.pred_cuts), trimmer.pad_back_all(labels, self.label_cuts)
+        return tuple(concat_to_numpy(parts, objects) if parts else None for parts in (preds, labels, self.input_ids))
 
 
 def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: Any, num_samples: int,
-                       inputs: Any = None) -> tuple:
+                       inputs: Any = None, objects: bool = False) -> tuple:
     """All ranks' outputs concatenated in rank order (ranks hold contiguous runs of the batches, so this is the
-    single-process order); a rank without rows contributes nothing."""
+    single-process order); a rank without rows contributes nothing. ``objects`` (``eval_use_gather_object``): a
+    list output holds one object per row, and the ranks' lists are concatenated, as ``gather_object`` does."""
     parts = dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs))
 
     def cat(i):
         found = [p[i] for p in parts if p[i] is not None]
-        return concat_to_numpy(found) if found else None
+        return concat_to_numpy(found, objects) if found else None
     total_loss = torch.tensor(sum(p[2] for p in parts), dtype=torch.float64)
     return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
+
+
+def _restore(outputs: Any, inverse_order: Any, objects: bool) -> Any:
+    """:func:`restore_order`; with ``objects`` a list of one object per row is reordered as a whole."""
+    if objects and inverse_order is not None and isinstance(outputs, list) and len(outputs) == len(inverse_order):
+        return [outputs[i] for i in inverse_order]
+    if objects and isinstance(outputs, tuple):
+        return tuple(_restore(o, inverse_order, objects) for o in outputs)
+    if objects and isinstance(outputs, Mapping):
+        return {k: _restore(v, inverse_order, objects) for k, v in outputs.items()}
+    return restore_order(outputs, inverse_order)
 
 
 def _loss_kwargs(trainer: Any, model: Any, inputs: dict) -> dict:
@@ -249,13 +298,17 @@ def to_host(x: Any) -> Any:
     return x
 
 
-def concat_to_numpy(parts: list) -> Any:
-    """Concatenate per-batch outputs; token-level outputs of different lengths are padded with -100."""
+def concat_to_numpy(parts: list, objects: bool = False) -> Any:
+    """Concatenate per-batch outputs; token-level outputs of different lengths are padded with -100. A tuple (or
+    list) holds several outputs, concatenated each; with ``objects`` (``eval_use_gather_object``) a list holds
+    one object per row, and the lists are concatenated."""
     first = parts[0]
+    if objects and isinstance(first, list):
+        return [row for p in parts for row in p]
     if isinstance(first, (list, tuple)):
-        return type(first)(concat_to_numpy([p[i] for p in parts]) for i in range(len(first)))
+        return type(first)(concat_to_numpy([p[i] for p in parts], objects) for i in range(len(first)))
     if isinstance(first, Mapping):
-        return {k: concat_to_numpy([p[k] for p in parts]) for k in first}
+        return {k: concat_to_numpy([p[k] for p in parts], objects) for k in first}
     arrays = [p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
     if arrays[0].ndim == 0:
         return np.stack(arrays)

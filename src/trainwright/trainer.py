@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from . import batch_metrics, dataloaders, evaluation, train_step
 from . import callbacks as cb
-from . import dataloaders, evaluation, train_step
 from .args import TrainingArguments
 from .args_compat import as_trainwright_args
 from .batch_size_search import BatchSizeSearch, evaluate_in_training
@@ -107,8 +107,8 @@ class Trainer(HubMixin, TrainerMethodsMixin):
         self.data_collator = data_collator if data_collator is not None else \
             dataloaders.default_collator(processing_class, self.device, args.torch_compile)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.compute_metrics, self.compute_loss_func = compute_metrics, compute_loss_func
-        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.compute_metrics = batch_metrics.check_compute_metrics(args, compute_metrics)
+        self.compute_loss_func, self.preprocess_logits_for_metrics = compute_loss_func, preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self._created_optimizer = self._created_lr_scheduler = False  # made by train(): see _new_run_model()
         self._label_smoothing_factor = train_step.label_smoothing_factor(args, self.model)
@@ -485,10 +485,10 @@ class Trainer(HubMixin, TrainerMethodsMixin):
     def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None,
                         metric_key_prefix: str = "eval") -> evaluation.EvalLoopOutput:
-        """Runs ``prediction_step`` over ``dataloader`` (``description``: "Evaluation" or "Prediction"); every
-        batch's outputs leave the device as produced. Returns predictions and label ids in dataset order (None with
-        ``prediction_loss_only``), the metrics prefixed by ``metric_key_prefix`` and the number of rows."""
-        return evaluation.evaluation_loop(self, dataloader, prediction_loss_only, ignore_keys, metric_key_prefix)
+        """Runs ``prediction_step`` over ``dataloader`` (``description``: "Evaluation" or "Prediction"). Returns the
+        predictions and label ids in dataset order, the metrics prefixed by ``metric_key_prefix`` and the rows."""
+        return evaluation.evaluation_loop(self, dataloader, prediction_loss_only, ignore_keys, metric_key_prefix,
+                                          description)
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict, prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple:

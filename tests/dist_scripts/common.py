@@ -93,6 +93,46 @@ def train_counts(trainer):
                                    if "num_input_tokens_seen" in h]}
 
 
+def batch_metrics_record(tok, out):
+    """evaluate() with batch_eval_metrics (a streaming accuracy: each call's compute_result and rows) and
+    predict() with eval_use_gather_object (a prediction_step returning one dict per row), on the sets of
+    evaluation_record."""
+    import numpy as np
+
+    from trainwright import Trainer
+    calls = []
+
+    def streaming_accuracy(p, compute_result=False):
+        calls.append([bool(compute_result), int(p.label_ids.shape[0])])
+        hits = np.asarray(p.predictions.argmax(-1).cpu() == p.label_ids.cpu())
+        totals = streaming_accuracy.__dict__.setdefault("totals", [0, 0])
+        totals[0], totals[1] = totals[0] + int(hits.sum()), totals[1] + len(hits)
+        if compute_result:
+            streaming_accuracy.totals = [0, 0]
+            return {"accuracy": totals[0] / totals[1]}
+        return {}
+
+    class ObjectTrainer(Trainer):
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            return loss, [{"argmax": int(i)} for i in logits.argmax(-1).tolist()], [
+                {"label": int(y)} for y in labels.tolist()]
+
+    streamed = Trainer(make_model(tok, seed=3), train_args(os.path.join(out, "batch"), batch_eval_metrics=True),
+                       processing_class=tok, compute_metrics=streaming_accuracy)
+    objects = ObjectTrainer(make_model(tok, seed=3), train_args(os.path.join(out, "objects"),
+                                                                eval_use_gather_object=True), processing_class=tok)
+    record = {}
+    for name, rows in (("odd", EVAL_ROWS), ("tiny", TINY_EVAL_ROWS)):
+        data = eval_data(tok, rows)
+        calls.clear()
+        accuracy = streamed.evaluate(data)["eval_accuracy"]
+        pred = objects.predict(data)
+        record[name] = {"accuracy": accuracy, "calls": list(calls), "labels": [r["label"] for r in pred.label_ids],
+                        "argmax": [r["argmax"] for r in pred.predictions]}
+    return record
+
+
 def dump(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)

@@ -4,6 +4,8 @@
    OUT/ddp/logs.json (rank 0's logged losses) and OUT/ddp/checkpoint-10.
 2. evaluate/predict with a fresh seeded model (identical on every side) on an odd-sized set and on a
    set with fewer batches than ranks: OUT/eval.json.
+3. the same with batch_eval_metrics (per-step gathered batches) and eval_use_gather_object (list outputs
+   gathered as rows): OUT/batch_eval.json.
 """
 import os
 import sys
@@ -33,6 +35,9 @@ def main():
     record = common.evaluation_record(evaluator, tok)
     if common.rank() == 0:
         common.dump(os.path.join(out, "eval.json"), record)
+    record = common.batch_metrics_record(tok, out)
+    if common.rank() == 0:
+        common.dump(os.path.join(out, "batch_eval.json"), record)
 
 
 if __name__ == "__main__":
