@@ -175,7 +175,8 @@ def named_eval_dataset(trainer: Any, eval_dataset: Any) -> Any:
 
 def prediction_dataloader(trainer: Any, dataset: Any, description: str) -> torch.utils.data.DataLoader:
     """Evaluation / prediction batches: sorted by length (less padding) and, when they can, filled with more rows of
-    short sequences; ``evaluation_loop`` puts the outputs back in dataset order."""
+    short sequences; ``evaluation_loop`` puts the outputs back in dataset order. With
+    ``eval_do_concat_batches=False`` the batches are the dataset's rows in order, ``per_device_eval_batch_size`` each."""
     args = trainer.args
     dataset, collator = remove_unused(trainer, dataset, description)
     collator = eval_collator(trainer, collator)  # the evaluation loop trims pre-padded batches (data/trim.py)
@@ -185,8 +186,9 @@ def prediction_dataloader(trainer: Any, dataset: Any, description: str) -> torch
                                            collate_fn=collator, **kwargs)
     if len(dataset) == 0:
         raise DataError(f"{description} is empty (0 rows).")
+    # eval_do_concat_batches=False hands the user the batches themselves: in dataset order, as transformers
     lengths = row_lengths(dataset, args.length_column_name, collator, allow_slow=False) \
-        if trainer.eval_sort_by_length and is_row_preserving(collator) else None
+        if trainer.eval_sort_by_length and args.eval_do_concat_batches and is_row_preserving(collator) else None
     multiple, fixed = collator_padding(collator)
     fill = (trainer.eval_fill_batches and lengths is not None and fixed is None and args.eval_do_concat_batches
             and not getattr(args, "predict_with_generate", False) and not getattr(args, "batch_eval_metrics", False))

@@ -3,7 +3,10 @@
 ``Trainer.evaluation_loop`` and ``Trainer.prediction_step`` (the methods a subclass overrides, as in transformers)
 call :func:`evaluation_loop` and :func:`prediction_step`. Every batch's outputs leave the device as produced (no
 device memory grows with the eval set), under torchrun every rank gets all outputs in the single-process order, and
-batches run sorted by length come back in dataset order. With ``quiet`` (the pre-flight dry run,
+batches run sorted by length come back in dataset order. With ``eval_do_concat_batches=False`` predictions, labels,
+inputs and losses are lists of per-batch numpy outputs (batches in dataset order; under torchrun all ranks' batches in
+the single-process order), as transformers returns them. ``include_for_metrics=["loss"]`` gives compute_metrics
+``losses``: each batch's mean loss repeated once per row. With ``quiet`` (the pre-flight dry run,
 ``Trainer._run_evaluation(..., quiet=True)``) no callback is called and a failing ``compute_metrics`` is reported as
 ``preflight.MetricsFailed``.
 """
@@ -84,21 +87,23 @@ def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | 
         if not quiet:
             trainer.callback_handler.eval_dataloader = dataloader
         outputs = _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet, streaming)
-    predictions, label_ids, loss_sum, num_samples, eval_inputs = outputs
+    predictions, label_ids, loss_sum, num_samples, eval_inputs, losses = outputs
     objects = bool(getattr(args, "eval_use_gather_object", False))  # a list output: one object per row
+    concat = bool(getattr(args, "eval_do_concat_batches", True))  # False: a list of per-batch outputs
     if gather:
-        predictions, label_ids, loss_sum, num_samples, eval_inputs = gather_predictions(
-            trainer.dist, predictions, label_ids, loss_sum, num_samples, eval_inputs, objects)
-    # batches ran sorted by length: back to dataset order (the order spans all ranks' gathered outputs)
-    inverse_order = getattr(getattr(dataloader, "batch_sampler", None), "inverse_order", None)
-    predictions, label_ids, eval_inputs = (_restore(x, inverse_order, objects)
-                                           for x in (predictions, label_ids, eval_inputs))
+        predictions, label_ids, loss_sum, num_samples, eval_inputs, losses = gather_predictions(
+            trainer.dist, predictions, label_ids, loss_sum, num_samples, eval_inputs, objects, losses, concat)
+    # batches ran sorted by length: back to dataset order (the order spans all ranks' gathered outputs); per-batch
+    # outputs (eval_do_concat_batches=False) come from batches in dataset order
+    inverse_order = getattr(getattr(dataloader, "batch_sampler", None), "inverse_order", None) if concat else None
+    predictions, label_ids, eval_inputs, losses = (_restore(x, inverse_order, objects)
+                                                   for x in (predictions, label_ids, eval_inputs, losses))
     metrics: dict[str, Any] = {}
     if streaming is not None:
         metrics = streaming.metrics()
     elif trainer.compute_metrics is not None and predictions is not None and label_ids is not None:
         metrics = compute_metrics(trainer, EvalPrediction(predictions=predictions, label_ids=label_ids,
-                                                          inputs=eval_inputs))
+                                                          inputs=eval_inputs, losses=losses))
     if num_samples and loss_sum is not None and (trainer._has_labels_seen or float(loss_sum.item()) != 0.0):
         metrics["loss"] = float(loss_sum.item()) / num_samples
     metrics = {(k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}"): v
@@ -107,12 +112,14 @@ def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | 
 
 
 def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, quiet: bool, streaming=None):
-    """(predictions, label ids, summed loss, rows, inputs) of this rank, on the host (with ``batch_eval_metrics``
-    in evaluate(): no predictions, labels or inputs kept; each batch goes to ``streaming``)."""
+    """(predictions, label ids, summed loss, rows, inputs, per-row losses) of this rank, on the host (with
+    ``batch_eval_metrics`` in evaluate(): no predictions, labels, inputs or losses kept; each batch goes to
+    ``streaming``)."""
     trainer._has_labels_seen = False  # set by prediction_step: whether this evaluation's batches had labels
     loss_sum = torch.zeros((), dtype=torch.float64, device=trainer.device)
     num_samples = 0
-    kept = _Kept(streaming is None or streaming.keeps_outputs, "inputs" in trainer.args.include_for_metrics)
+    wanted = trainer.args.include_for_metrics
+    kept = _Kept(streaming is None or streaming.keeps_outputs, "inputs" in wanted, "loss" in wanted)
     real_batches = getattr(getattr(dataloader, "batch_sampler", None), "num_real_batches", None)
     trimmer = batch_trimmer(dataloader)  # pre-padded batches run trimmed
     batches = with_last(dataloader) if streaming is not None else ((s, b, False) for s, b in enumerate(dataloader))
@@ -129,7 +136,7 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
             loss_sum += loss.detach().to(torch.float64) * batch_size
         if logits is not None and trainer.preprocess_logits_for_metrics is not None:
             logits = trainer.preprocess_logits_for_metrics(logits, labels)
-        kept.add(logits, labels, inputs, cut)
+        kept.add(logits, labels, inputs, cut, loss, batch_size)
         num_samples += batch_size
         if not quiet:
             trainer.control = trainer.callback_handler.on_prediction_step(trainer.args, trainer.state, trainer.control)
@@ -138,20 +145,25 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
     objects = bool(getattr(trainer.args, "eval_use_gather_object", False))
-    predictions, label_ids, input_ids = kept.arrays(trimmer, objects)
-    return predictions, label_ids, loss_sum, num_samples, input_ids
+    concat = bool(getattr(trainer.args, "eval_do_concat_batches", True))
+    predictions, label_ids, input_ids, losses = kept.arrays(trimmer, objects, concat)
+    return predictions, label_ids, loss_sum, num_samples, input_ids, losses
 
 
 class _Kept:
-    """The batches' outputs moved to the host (``keep`` False: none kept) and, when trimmed, their cuts."""
+    """The batches' outputs moved to the host (``keep`` False: none kept) and, when trimmed, their cuts; with
+    ``losses`` (``include_for_metrics=["loss"]``) each batch's mean loss repeated once per row, as transformers."""
 
-    def __init__(self, keep: bool, inputs: bool) -> None:
-        self.keep, self.inputs = keep, inputs
+    def __init__(self, keep: bool, inputs: bool, losses: bool = False) -> None:
+        self.keep, self.inputs, self.with_losses = keep, inputs, losses
         self.preds, self.labels, self.input_ids, self.pred_cuts, self.label_cuts = [], [], [], [], []
+        self.losses: list = []
 
-    def add(self, logits: Any, labels: Any, inputs: Any, cut: Any) -> None:
+    def add(self, logits: Any, labels: Any, inputs: Any, cut: Any, loss: Any = None, rows: int = 0) -> None:
         if not self.keep:
             return
+        if self.with_losses and loss is not None:  # a device op, no sync: copied with the outputs
+            self.losses.append(to_host(loss.detach().reshape(1).repeat(rows)))
         if logits is not None:
             self.preds.append(to_host(logits))
             self.pred_cuts.append(cut)
@@ -161,27 +173,35 @@ class _Kept:
         if self.inputs:
             self.input_ids.append(to_host(inputs.get("input_ids")))
 
-    def arrays(self, trimmer: Any, objects: bool) -> tuple:
-        """(predictions, label ids, input ids) concatenated (None where nothing was kept); token-level outputs of
-        trimmed batches back to the batches' widths, on the host."""
+    def arrays(self, trimmer: Any, objects: bool, concat: bool = True) -> tuple:
+        """(predictions, label ids, input ids, losses) concatenated, or with ``concat`` False lists of the batches'
+        numpy outputs (None where nothing was kept); token-level outputs of trimmed batches back to the batches'
+        widths, on the host."""
         preds, labels = self.preds, self.labels
         if trimmer is not None:
             preds, labels = trimmer.pad_back_all(preds, self.pred_cuts), trimmer.pad_back_all(labels, self.label_cuts)
-        return tuple(concat_to_numpy(parts, objects) if parts else None for parts in (preds, labels, self.input_ids))
+        parts = (preds, labels, self.input_ids, self.losses)
+        if not concat:
+            return tuple([to_numpy(p, objects) for p in part] if part else None for part in parts)
+        return tuple(concat_to_numpy(part, objects) if part else None for part in parts)
 
 
 def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: Any, num_samples: int,
-                       inputs: Any = None, objects: bool = False) -> tuple:
+                       inputs: Any = None, objects: bool = False, losses: Any = None, concat: bool = True) -> tuple:
     """All ranks' outputs concatenated in rank order (ranks hold contiguous runs of the batches, so this is the
     single-process order); a rank without rows contributes nothing. ``objects`` (``eval_use_gather_object``): a
-    list output holds one object per row, and the ranks' lists are concatenated, as ``gather_object`` does."""
-    parts = dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs))
+    list output holds one object per row, and the ranks' lists are concatenated, as ``gather_object`` does.
+    ``concat`` False: each output is a list of batches, and the ranks' lists are joined (the single-process
+    batches, in order). Returns (predictions, label ids, summed loss, rows, inputs, losses)."""
+    parts = dist.all_gather_objects((predictions, label_ids, float(loss_sum.item()), num_samples, inputs, losses))
 
     def cat(i):
         found = [p[i] for p in parts if p[i] is not None]
-        return concat_to_numpy(found, objects) if found else None
+        if not found:
+            return None
+        return concat_to_numpy(found, objects) if concat else [batch for part in found for batch in part]
     total_loss = torch.tensor(sum(p[2] for p in parts), dtype=torch.float64)
-    return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4)
+    return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4), cat(5)
 
 
 def _restore(outputs: Any, inverse_order: Any, objects: bool) -> Any:
@@ -296,6 +316,18 @@ def to_host(x: Any) -> Any:
             x = x.float()
         return x.to("cpu", non_blocking=x.is_cuda)
     return x
+
+
+def to_numpy(x: Any, objects: bool = False) -> Any:
+    """One batch's host outputs as numpy arrays, nested structure kept; with ``objects`` a list (one object per
+    row) stays as produced."""
+    if objects and isinstance(x, list):
+        return x
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_numpy(t, objects) for t in x)
+    if isinstance(x, Mapping):
+        return {k: to_numpy(v, objects) for k, v in x.items()}
+    return x.numpy() if isinstance(x, torch.Tensor) else x
 
 
 def concat_to_numpy(parts: list, objects: bool = False) -> Any:
