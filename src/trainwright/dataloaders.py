@@ -176,7 +176,8 @@ def named_eval_dataset(trainer: Any, eval_dataset: Any) -> Any:
 def prediction_dataloader(trainer: Any, dataset: Any, description: str) -> torch.utils.data.DataLoader:
     """Evaluation / prediction batches: sorted by length (less padding) and, when they can, filled with more rows of
     short sequences; ``evaluation_loop`` puts the outputs back in dataset order. With
-    ``eval_do_concat_batches=False`` the batches are the dataset's rows in order, ``per_device_eval_batch_size`` each."""
+    ``eval_do_concat_batches=False`` the batches are the dataset's rows in order, ``per_device_eval_batch_size``
+    each."""
     args = trainer.args
     dataset, collator = remove_unused(trainer, dataset, description)
     collator = eval_collator(trainer, collator)  # the evaluation loop trims pre-padded batches (data/trim.py)
