@@ -215,6 +215,27 @@ def test_batch_eval_metrics_and_gather_object_under_ddp(runs):
 
 @pytest.mark.torchrun
 @pytest.mark.slow
+def test_per_batch_outputs_and_losses_under_ddp(runs, tmp_path):
+    """eval_do_concat_batches=False: the single-process batches, in order (each rank's contiguous run gathered, a
+    padding batch dropped); include_for_metrics=["loss"]: each batch's loss once per row."""
+    runs["launches"]["ddp"].check()
+    got = json.loads((runs["out"] / "per_batch.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: bit-identical matmuls
+    try:
+        want = common.per_batch_record(common.tokenizer(), tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    for name, rows in (("odd", common.EVAL_ROWS), ("tiny", common.TINY_EVAL_ROWS)):
+        sizes = [len(b) for b in got[name]["label_ids"]]
+        assert sizes == [8] * (rows // 8) + ([rows % 8] if rows % 8 else []), name  # 5 batches of 37 rows; 1 of 3
+        assert got[name] == want[name], name
+        assert [len(x) for x in got[name]["losses"]] == sizes
+        assert sum(x for b in got[name]["losses"] for x in b) / rows == pytest.approx(got[name]["eval_loss"], abs=1e-6)
+
+
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_fsdp2_trains_checkpoints_resumes_and_saves_a_loadable_model(runs):
     runs["launches"]["fsdp"].check()
     record = json.loads((runs["out"] / "fsdp_eval.json").read_text())

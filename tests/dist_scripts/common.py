@@ -133,6 +133,32 @@ def batch_metrics_record(tok, out):
     return record
 
 
+def per_batch_record(tok, out):
+    """predict() with eval_do_concat_batches=False and evaluate() with include_for_metrics=["loss"] (what
+    compute_metrics gets: the per-batch shapes and losses), on the sets of evaluation_record."""
+    import numpy as np
+
+    from trainwright import Trainer
+    seen = {}
+
+    def keep(p):
+        seen["p"] = p
+        return {}
+
+    trainer = Trainer(make_model(tok, seed=3), train_args(os.path.join(out, "per_batch"), eval_do_concat_batches=False,
+                                                          include_for_metrics=["loss"]),
+                      processing_class=tok, compute_metrics=keep)
+    record = {}
+    for name, rows in (("odd", EVAL_ROWS), ("tiny", TINY_EVAL_ROWS)):
+        data = eval_data(tok, rows)
+        pred = trainer.predict(data)
+        loss = trainer.evaluate(data)["eval_loss"]
+        record[name] = {"predictions": [np.asarray(p).tolist() for p in pred.predictions],
+                        "label_ids": [np.asarray(y).tolist() for y in pred.label_ids],
+                        "losses": [np.asarray(x).tolist() for x in seen["p"].losses], "eval_loss": loss}
+    return record
+
+
 def dump(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)

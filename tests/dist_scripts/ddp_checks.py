@@ -6,6 +6,8 @@
    set with fewer batches than ranks: OUT/eval.json.
 3. the same with batch_eval_metrics (per-step gathered batches) and eval_use_gather_object (list outputs
    gathered as rows): OUT/batch_eval.json.
+4. predict()/evaluate() with eval_do_concat_batches=False and include_for_metrics=["loss"] (per-batch lists,
+   gathered per batch in the single-process order): OUT/per_batch.json.
 """
 import os
 import sys
@@ -38,6 +40,9 @@ def main():
     record = common.batch_metrics_record(tok, out)
     if common.rank() == 0:
         common.dump(os.path.join(out, "batch_eval.json"), record)
+    record = common.per_batch_record(tok, out)
+    if common.rank() == 0:
+        common.dump(os.path.join(out, "per_batch.json"), record)
 
 
 if __name__ == "__main__":
