@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from datasets import Dataset
 
 from test_prepadded import _prepadded_sst2, _token_rows
-from trainwright import Trainer, TrainingArguments
+from trainwright import ConfigError, Trainer, TrainingArguments
 
 BATCH = 12
 
@@ -212,3 +213,38 @@ def test_gather_object_lists_stay_rows_within_each_batch(tmp_path, tokenizer, ss
     assert all(isinstance(p, list) and isinstance(p[0], dict) for p in got.predictions)
     reference = _trainer(tmp_path, "ref", make_tiny_model(seed=6), tokenizer, sort=False).predict(ev)
     assert [row["argmax"] for p in got.predictions for row in p] == reference.predictions.argmax(-1).tolist()
+
+
+class _FeatureModel(torch.nn.Module):
+    """A model whose main input is not input_ids (as vision and audio models: main_input_name)."""
+    main_input_name = "features"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, features, labels=None):
+        logits = self.linear(features)
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+def test_inputs_for_metrics_are_the_models_main_input(tmp_path):
+    """include_for_metrics=["inputs"] hands over inputs[model.main_input_name], as transformers; a batch without
+    that key is a clear error naming the argument and the key."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(10, 4, generator=g)
+    ev = Dataset.from_dict({"features": features.tolist(), "labels": [i % 2 for i in range(10)]})
+    metric = Recorder()
+    trainer = Trainer(model=_FeatureModel(), args=_args(tmp_path, "features", per_device_eval_batch_size=4,
+                                                        include_for_metrics=["inputs"]), compute_metrics=metric)
+    trainer.evaluate(ev)
+    np.testing.assert_allclose(metric.seen[-1].inputs, features.numpy(), atol=1e-6, rtol=0)
+    _FeatureModel.main_input_name = "pixel_values"
+    try:
+        with pytest.raises(ConfigError, match=r"include_for_metrics.*'pixel_values'.*main_input_name"):
+            Trainer(model=_FeatureModel(), args=_args(tmp_path, "missing", include_for_metrics=["inputs"]),
+                    compute_metrics=metric).evaluate(ev)
+    finally:
+        _FeatureModel.main_input_name = "features"

@@ -119,7 +119,8 @@ def _run_batches(trainer, model, dataloader, prediction_loss_only, ignore_keys, 
     loss_sum = torch.zeros((), dtype=torch.float64, device=trainer.device)
     num_samples = 0
     wanted = trainer.args.include_for_metrics
-    kept = _Kept(streaming is None or streaming.keeps_outputs, "inputs" in wanted, "loss" in wanted)
+    kept = _Kept(streaming is None or streaming.keeps_outputs, "inputs" in wanted, "loss" in wanted,
+                 getattr(unwrap_model(trainer.model), "main_input_name", "input_ids"))
     real_batches = getattr(getattr(dataloader, "batch_sampler", None), "num_real_batches", None)
     trimmer = batch_trimmer(dataloader)  # pre-padded batches run trimmed
     batches = with_last(dataloader) if streaming is not None else ((s, b, False) for s, b in enumerate(dataloader))
@@ -154,8 +155,9 @@ class _Kept:
     """The batches' outputs moved to the host (``keep`` False: none kept) and, when trimmed, their cuts; with
     ``losses`` (``include_for_metrics=["loss"]``) each batch's mean loss repeated once per row, as transformers."""
 
-    def __init__(self, keep: bool, inputs: bool, losses: bool = False) -> None:
+    def __init__(self, keep: bool, inputs: bool, losses: bool = False, input_name: str = "input_ids") -> None:
         self.keep, self.inputs, self.with_losses = keep, inputs, losses
+        self.input_name = input_name  # the model's main_input_name, as transformers
         self.preds, self.labels, self.input_ids, self.pred_cuts, self.label_cuts = [], [], [], [], []
         self.losses: list = []
 
@@ -171,7 +173,12 @@ class _Kept:
             self.labels.append(to_host(labels))
             self.label_cuts.append(cut)
         if self.inputs:
-            self.input_ids.append(to_host(inputs.get("input_ids")))
+            if self.input_name not in inputs:
+                raise ConfigError(f"include_for_metrics=['inputs'] hands compute_metrics the model's main input "
+                                  f"{self.input_name!r} (its main_input_name), but the evaluation batches have no "
+                                  f"such key (they have {sorted(inputs)}). Keep that column in the dataset or remove "
+                                  "'inputs' from include_for_metrics.")
+            self.input_ids.append(to_host(inputs[self.input_name]))
 
     def arrays(self, trimmer: Any, objects: bool, concat: bool = True) -> tuple:
         """(predictions, label ids, input ids, losses) concatenated, or with ``concat`` False lists of the batches'
