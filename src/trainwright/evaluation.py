@@ -96,7 +96,7 @@ def evaluation_loop(trainer: Any, dataloader: Any, prediction_loss_only: bool | 
     # batches ran sorted by length: back to dataset order (the order spans all ranks' gathered outputs); per-batch
     # outputs (eval_do_concat_batches=False) come from batches in dataset order
     inverse_order = getattr(getattr(dataloader, "batch_sampler", None), "inverse_order", None) if concat else None
-    predictions, label_ids, eval_inputs, losses = (_restore(x, inverse_order, objects)
+    predictions, label_ids, eval_inputs, losses = (restore_order(x, inverse_order, objects)
                                                    for x in (predictions, label_ids, eval_inputs, losses))
     metrics: dict[str, Any] = {}
     if streaming is not None:
@@ -209,17 +209,6 @@ def gather_predictions(dist: Any, predictions: Any, label_ids: Any, loss_sum: An
         return concat_to_numpy(found, objects) if concat else [batch for part in found for batch in part]
     total_loss = torch.tensor(sum(p[2] for p in parts), dtype=torch.float64)
     return cat(0), cat(1), total_loss, sum(p[3] for p in parts), cat(4), cat(5)
-
-
-def _restore(outputs: Any, inverse_order: Any, objects: bool) -> Any:
-    """:func:`restore_order`; with ``objects`` a list of one object per row is reordered as a whole."""
-    if objects and inverse_order is not None and isinstance(outputs, list) and len(outputs) == len(inverse_order):
-        return [outputs[i] for i in inverse_order]
-    if objects and isinstance(outputs, tuple):
-        return tuple(_restore(o, inverse_order, objects) for o in outputs)
-    if objects and isinstance(outputs, Mapping):
-        return {k: _restore(v, inverse_order, objects) for k, v in outputs.items()}
-    return restore_order(outputs, inverse_order)
 
 
 def _loss_kwargs(trainer: Any, model: Any, inputs: dict) -> dict:

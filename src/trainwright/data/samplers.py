@@ -373,15 +373,18 @@ def _fill_batches(sorted_lengths, batch_size: int, max_rows: int,
     return out
 
 
-def restore_order(outputs: Any, inverse_order: np.ndarray | None) -> Any:
+def restore_order(outputs: Any, inverse_order: np.ndarray | None, objects: bool = False) -> Any:
     """Put outputs concatenated in sorted order (numpy arrays, possibly nested in tuples/lists/dicts)
-    back in dataset order. Arrays whose first dimension is not the number of rows are left as is."""
+    back in dataset order. Arrays whose first dimension is not the number of rows are left as is. With ``objects``
+    (``eval_use_gather_object``) a list of one object per row is reordered as a whole."""
     if outputs is None or inverse_order is None:
         return outputs
+    if objects and isinstance(outputs, list) and len(outputs) == len(inverse_order):
+        return [outputs[i] for i in inverse_order]
     if isinstance(outputs, (list, tuple)):
-        return type(outputs)(restore_order(o, inverse_order) for o in outputs)
+        return type(outputs)(restore_order(o, inverse_order, objects) for o in outputs)
     if isinstance(outputs, Mapping):
-        return {k: restore_order(v, inverse_order) for k, v in outputs.items()}
+        return {k: restore_order(v, inverse_order, objects) for k, v in outputs.items()}
     if isinstance(outputs, np.ndarray) and outputs.ndim >= 1 and outputs.shape[0] == len(inverse_order):
         return outputs[inverse_order]
     return outputs
