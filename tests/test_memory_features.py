@@ -225,3 +225,27 @@ def test_checkpointing_a_model_without_support_fails_before_the_first_step(tmp_p
     with pytest.raises(ModelError, match=r"activation_checkpointing=True but _NoEmbeddings.*torch.utils.checkpoint"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+# ====================================================================== torch_empty_cache_steps
+@pytest.mark.slow
+def test_torch_empty_cache_steps_empties_the_cache_on_transformers_schedule(tokenizer, tmp_path, monkeypatch):
+    """torch_empty_cache_steps=3: the device cache is emptied at the steps transformers empties it (global_step
+    0, 3, 6, read before the step's increment), on the Trainer's device. The CPU has no cache to empty, so the
+    schedule is what can be observed here; trained as without the argument."""
+    import trainwright.train_step as train_step
+    seen = []
+    monkeypatch.setattr(train_step, "empty_device_cache", lambda device: seen.append((trainer.state.global_step,
+                                                                                     device.type)))
+    data = shakespeare_lm_dataset(tokenizer, n=32)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    losses = {}
+    for steps in (None, 3):
+        trainer = Trainer(model=tiny_causal_lm("llama", vocab_size=tokenizer.vocab_size),
+                          args=_args(tmp_path, f"e{steps}", torch_empty_cache_steps=steps, max_steps=7,
+                                     per_device_train_batch_size=4, logging_steps=1, learning_rate=1e-3),
+                          train_dataset=data, data_collator=collator)
+        trainer.train()
+        losses[steps] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert seen == [(0, "cpu"), (3, "cpu"), (6, "cpu")]
+    assert losses[3] == losses[None]

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .errors import BatchSizeSearchError, TrainwrightError
+from .memory import empty_device_cache
 
 logger = logging.getLogger("trainwright")
 
@@ -70,11 +71,7 @@ def next_batch_size(batch_size: int) -> int:
 def free_memory(device: torch.device) -> None:
     """Collects garbage and empties the device's cache of free blocks (CUDA, XPU, MPS)."""
     gc.collect()
-    module = getattr(torch, device.type, None) if device.type != "cpu" else None
-    empty_cache = getattr(module, "empty_cache", None)
-    is_available = getattr(module, "is_available", None)
-    if empty_cache is not None and (is_available is None or is_available()):
-        empty_cache()
+    empty_device_cache(device)
 
 
 def stored_batch_size(checkpoint: str) -> int | None:

@@ -1,4 +1,5 @@
-"""Memory features set up before training: activation (gradient) checkpointing and the chunked-loss checks.
+"""Memory features: activation (gradient) checkpointing and the chunked-loss checks, set up before training, and
+emptying the device's cache of free blocks (``torch_empty_cache_steps``, the ``auto_find_batch_size`` retries).
 
 ``activation_checkpointing`` (transformers 5.x) and its older name ``gradient_checkpointing`` both turn
 checkpointing on; the new name wins when both are given, as in transformers. ``*_kwargs`` go to the model's
@@ -81,3 +82,13 @@ def prepare_model_for_training(trainer: Any, model: torch.nn.Module) -> None:
     if setting is not False and setting is not None:  # 0 is checked (and refused), not taken for False
         from .chunked_loss import check_chunked_loss
         check_chunked_loss(trainer, model)
+
+
+def empty_device_cache(device: torch.device) -> None:
+    """``torch.<device>.empty_cache()`` (CUDA, XPU, MPS): the allocator's cached free blocks go back to the device
+    (nothing on the CPU, as transformers' ``clear_device_cache``)."""
+    module = getattr(torch, device.type, None) if device.type != "cpu" else None
+    empty_cache = getattr(module, "empty_cache", None)
+    is_available = getattr(module, "is_available", None)
+    if empty_cache is not None and (is_available is None or is_available()):
+        empty_cache()

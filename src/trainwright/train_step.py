@@ -27,6 +27,7 @@ from .loss_scaling import (
     weighted,
     zero_loss,
 )
+from .memory import empty_device_cache
 from .optim import steps_on_metric
 
 
@@ -57,6 +58,8 @@ def optimizer_step(trainer: Any, model: Any, micro_batches: list, epoch: int, st
     if not steps_on_metric(trainer.lr_scheduler):  # those are stepped with the metric after evaluations
         trainer.lr_scheduler.step()
     model.zero_grad(set_to_none=True)
+    if args.torch_empty_cache_steps and trainer.state.global_step % args.torch_empty_cache_steps == 0:
+        empty_device_cache(trainer.device)  # as transformers: read before the increment (the first step too)
 
     trainer.state.global_step += 1
     trainer.state.epoch = epoch + (step_in_epoch + 1) / steps_in_epoch
